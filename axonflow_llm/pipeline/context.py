@@ -1,0 +1,89 @@
+"""The per-call context that travels with a request through the onion."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .clock import Clock
+
+__all__ = ["CallContext", "ProviderInfo"]
+
+
+class ProviderInfo:
+    """What a provider's handlers may know about it: fixed when the provider is built, shared by all calls.
+
+    ``auth`` is any object with ``apply(httpx.Request)`` (the auth module's classes), or ``None``.
+    """
+
+    __slots__ = ("auth", "clock", "endpoint", "http_client", "model", "name", "type")
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        type: str,
+        model: str | None = None,
+        endpoint: str | None = None,
+        auth: Any = None,
+        http_client: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        from .clock import system_clock
+
+        self.name = name
+        self.type = type
+        self.model = model
+        self.endpoint = endpoint
+        self.auth = auth
+        self.http_client = http_client
+        self.clock = clock if clock is not None else system_clock
+
+    def __repr__(self) -> str:
+        return f"ProviderInfo(name={self.name!r}, type={self.type!r}, model={self.model!r})"
+
+
+class CallContext:
+    """One logical call (``complete`` or ``stream``), as seen by the middleware and the leaf.
+
+    - ``info``: the provider's :class:`ProviderInfo` (``model``, ``endpoint``, ``http_client`` are shortcuts).
+    - ``streaming``: ``True`` for ``stream()``; the leaf then returns an async iterator of chunks.
+    - ``attempt``: 1 for the first attempt; the retry middleware counts it up.
+    - ``auth``: the credentials for this attempt, set by the auth middleware (default: the provider's).
+    - ``state``: a dict for middleware to leave notes for each other (the router's decision, retry counts).
+      Keys are namespaced by convention: ``"retry.attempts"``, ``"route.chosen"``.
+
+    Middleware must not keep a context after the call: it is per call, the middleware is not.
+    """
+
+    __slots__ = ("attempt", "auth", "info", "state", "streaming")
+
+    def __init__(self, info: ProviderInfo, *, streaming: bool = False) -> None:
+        self.info = info
+        self.streaming = streaming
+        self.attempt = 1
+        self.auth = info.auth
+        self.state: dict[str, Any] = {}
+
+    @property
+    def provider(self) -> str:
+        return self.info.name
+
+    @property
+    def model(self) -> str | None:
+        return self.info.model
+
+    @property
+    def endpoint(self) -> str | None:
+        return self.info.endpoint
+
+    @property
+    def http_client(self) -> httpx.AsyncClient | None:
+        return self.info.http_client
+
+    def __repr__(self) -> str:
+        return (
+            f"CallContext(provider={self.info.name!r}, streaming={self.streaming}, attempt={self.attempt})"
+        )

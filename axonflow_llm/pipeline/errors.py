@@ -1,0 +1,377 @@
+"""The one exception hierarchy of axonflow-llm.
+
+::
+
+    AxonFlowError
+    ├── APIError                     the provider answered with an HTTP error
+    │   ├── BadRequestError          400, 404, 422 (and other 4xx)   not retryable
+    │   ├── AuthenticationError      401, 403                        not retryable
+    │   ├── RateLimitError           429                             retryable
+    │   └── ServerError              5xx                             retryable
+    │       └── OverloadedError      529 (or an "overloaded" event)  retryable
+    ├── APIConnectionError           could not reach the provider    retryable
+    │   └── APITimeoutError          the call or a stream stalled    retryable
+    ├── StreamInterruptedError       a stream broke after it began   never replayed
+    ├── CircuitOpenError             the breaker fails fast          not retryable here
+    ├── RateLimitExceededError       the local limiter said no       retryable
+    ├── BudgetExceededError          the spending budget is used up  not retryable
+    └── ConfigError (ValueError)     a configuration cannot work     not retryable
+
+Every error has ``retryable``. Foreign exceptions (httpx, JSON decoding) are mapped at the leaf, in
+``providers/``, with the cause chained. No message, repr or attribute ever holds a credential:
+``APIError.from_response`` scrubs the request's own credentials out of whatever the server echoed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "AxonFlowError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "CircuitOpenError",
+    "ConfigError",
+    "OverloadedError",
+    "RateLimitError",
+    "RateLimitExceededError",
+    "ServerError",
+    "StreamInterruptedError",
+    "redact",
+]
+
+#: Statuses worth another attempt when the server says nothing either way.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+_BODY_EXCERPT = 500
+
+
+class AxonFlowError(Exception):
+    """Base of every error raised by axonflow-llm."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class APIError(AxonFlowError):
+    """The provider answered with an HTTP error status.
+
+    ``retry_after`` is in seconds (from ``Retry-After`` or ``retry-after-ms``); ``should_retry`` is the
+    server's ``x-should-retry`` header where it sent one; ``body`` is a short, redacted excerpt.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        provider: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        should_retry: bool | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.provider = provider
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.should_retry = should_retry
+        self.body = body
+
+    @property
+    def retryable(self) -> bool:
+        if self.should_retry is not None:
+            return self.should_retry
+        return self.status_code in RETRYABLE_STATUSES or self.status_code >= 500
+
+    def __str__(self) -> str:
+        who = f"{self.provider}: " if self.provider else ""
+        rid = f" (request id {self.request_id})" if self.request_id else ""
+        return f"{who}HTTP {self.status_code}: {self.message}{rid}"
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(status_code={self.status_code}, provider={self.provider!r}, "
+            f"message={self.message!r}, request_id={self.request_id!r}, retry_after={self.retry_after!r})"
+        )
+
+    @classmethod
+    def from_response(
+        cls, response: httpx.Response, *, provider: str | None, message: str | None = None
+    ) -> APIError:
+        """Build the right subclass from an HTTP error response (the body must have been read).
+
+        Reads the status, ``retry-after-ms`` then ``Retry-After`` (seconds or an HTTP-date), the request
+        id, ``x-should-retry``, and the provider's own error message from the JSON body. Credentials the
+        request carried are scrubbed from the message and body.
+        """
+        status = response.status_code
+        headers = response.headers
+        secrets = _request_secrets(response)
+        try:
+            text = response.text
+        except Exception:  # the body was streamed and not read
+            text = ""
+        body = redact(text[:_BODY_EXCERPT], secrets) if text else None
+        msg = message or _error_message(response, text) or response.reason_phrase or "error"
+        msg = redact(msg, secrets)
+        should: bool | None = None
+        raw_should = headers.get("x-should-retry")
+        if raw_should is not None:
+            low = raw_should.strip().lower()
+            if low == "true":
+                should = True
+            elif low == "false":
+                should = False
+        err_cls = error_class_for_status(status, text)
+        return err_cls(
+            msg,
+            status_code=status,
+            provider=provider,
+            request_id=request_id_from_headers(headers),
+            retry_after=parse_retry_after(headers),
+            should_retry=should,
+            body=body,
+        )
+
+
+class BadRequestError(APIError):
+    """400, 404, 422 and any other 4xx not named below: fix the request, do not retry it."""
+
+
+class AuthenticationError(APIError):
+    """401 or 403: the credentials are missing, wrong or not allowed this model."""
+
+
+class RateLimitError(APIError):
+    """429: the provider's quota. Honour ``retry_after``."""
+
+
+class ServerError(APIError):
+    """5xx: the provider failed."""
+
+
+class OverloadedError(ServerError):
+    """529, or an ``overloaded_error`` event inside a stream: the provider is shedding load."""
+
+
+class APIConnectionError(AxonFlowError):
+    """The provider could not be reached, or the connection broke before an answer."""
+
+    def __init__(self, message: str, *, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.message}" if self.provider else self.message
+
+
+class APITimeoutError(APIConnectionError):
+    """The call, its first chunk, or the gap between two chunks took longer than allowed."""
+
+
+class StreamInterruptedError(AxonFlowError):
+    """A stream broke after it began, or ended without the provider's end marker.
+
+    Chunks already delivered stay delivered; nothing is replayed. ``chunks_received`` says how many got
+    through.
+    """
+
+    def __init__(self, message: str, *, provider: str | None = None, chunks_received: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.chunks_received = chunks_received
+
+    @property
+    def retryable(self) -> bool:
+        # Transient in nature; but retry and failover never act once a chunk reached the caller.
+        return True
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.message}" if self.provider else self.message
+
+
+class CircuitOpenError(AxonFlowError):
+    """The circuit breaker is open and failed the call fast. ``retry_after`` says when it half-opens."""
+
+    def __init__(self, message: str, *, retry_after: float = 0.0, provider: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.provider = provider
+
+
+class RateLimitExceededError(AxonFlowError):
+    """The local rate limiter could not grant the tokens (non-blocking, or not within the timeout).
+
+    ``retry_after`` is the time until the tokens would be available, or ``None`` if never.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry_after is not None
+
+
+class BudgetExceededError(AxonFlowError):
+    """The call would take a tenant's spending over its budget for the current window."""
+
+
+class ConfigError(AxonFlowError, ValueError):
+    """A configuration cannot work. The message names the field (``llm_providers.x.weight``) and the fix."""
+
+
+# --- helpers -------------------------------------------------------------------------------------------
+
+
+def error_class_for_status(status: int, text: str = "") -> type[APIError]:
+    if status == 529 or (status >= 500 and "overloaded" in text[:300].lower()):
+        return OverloadedError
+    if status >= 500:
+        return ServerError
+    if status == 429:
+        return RateLimitError
+    if status in (401, 403):
+        return AuthenticationError
+    if status >= 400:
+        return BadRequestError
+    return APIError
+
+
+_REQUEST_ID_HEADERS = (
+    "x-request-id",
+    "request-id",
+    "x-amzn-requestid",
+    "x-amz-request-id",
+    "apim-request-id",
+    "x-goog-request-id",
+)
+
+
+def request_id_from_headers(headers: Any) -> str | None:
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return str(value)
+    return None
+
+
+def parse_retry_after(headers: Any, *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` or ``Retry-After`` (delta-seconds or HTTP-date).
+
+    ``now`` is wall-clock epoch seconds for the HTTP-date form (defaults to ``time.time()``).
+    Garbage, negative and non-finite values give ``None``.
+    """
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _error_message(response: httpx.Response, text: str) -> str | None:
+    if not text:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return text.strip()[:200] or None
+    return find_error_message(data)
+
+
+def find_error_message(data: Any) -> str | None:
+    """The human message in a provider's JSON error body, whatever its shape."""
+    if isinstance(data, list) and data:
+        data = data[0]  # Gemini sometimes wraps the error in a list
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    if isinstance(err, dict):
+        msg = err.get("message")
+        if isinstance(msg, str):
+            return msg
+    if isinstance(err, str):
+        return err
+    for key in ("message", "Message", "detail"):
+        msg = data.get(key)
+        if isinstance(msg, str):
+            return msg
+    return None
+
+
+_SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
+_SECRET_QUERY = ("key", "api_key", "apikey", "api-key", "token", "access_token")
+
+
+def _request_secrets(response: httpx.Response) -> list[str]:
+    try:
+        request = response.request
+    except RuntimeError:
+        return []
+    found: list[str] = []
+    for name in _SECRET_HEADERS:
+        value = request.headers.get(name)
+        if value:
+            found.append(value)
+            scheme, _, rest = value.partition(" ")
+            if rest and scheme.lower() in ("bearer", "basic"):
+                found.append(rest)
+    for name in _SECRET_QUERY:
+        value = request.url.params.get(name)
+        if value:
+            found.append(value)
+    return found
+
+
+_KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|AKIA[0-9A-Z]{16})")
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Replace every given secret, and anything shaped like a well-known API key, with ``***``."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEY_LIKE.sub("***", text)
