@@ -11,6 +11,8 @@
     │       └── OverloadedError      529 (or an "overloaded" event)  retryable
     ├── APIConnectionError           could not reach the provider    retryable
     │   └── APITimeoutError          the call or a stream stalled    retryable
+    ├── MalformedResponseError       the provider's answer is not    not retryable
+    │                                what its API documents
     ├── StreamInterruptedError       a stream broke after it began   never replayed
     ├── CircuitOpenError             the breaker fails fast          not retryable here
     ├── RateLimitExceededError       the local limiter said no       retryable
@@ -43,6 +45,7 @@ __all__ = [
     "BudgetExceededError",
     "CircuitOpenError",
     "ConfigError",
+    "MalformedResponseError",
     "OverloadedError",
     "RateLimitError",
     "RateLimitExceededError",
@@ -187,6 +190,26 @@ class APIConnectionError(AxonFlowError):
 
 class APITimeoutError(APIConnectionError):
     """The call, its first chunk, or the gap between two chunks took longer than allowed."""
+
+
+class MalformedResponseError(AxonFlowError):
+    """The provider answered, but not in the shape its API documents (bad JSON, missing fields).
+
+    ``body`` is a short, redacted excerpt of what came back.
+    """
+
+    def __init__(
+        self, message: str, *, provider: str | None = None, status_code: int | None = None,
+        body: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status_code = status_code
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"{self.provider}: {self.message}" if self.provider else self.message
 
 
 class StreamInterruptedError(AxonFlowError):
