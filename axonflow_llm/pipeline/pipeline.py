@@ -46,6 +46,8 @@ class Layer:
 
     def __repr__(self) -> str:
         # Option *names* only: values may hold credentials.
+        if self.factory is FunctionMiddleware:
+            return f"hook({self.name})"
         opts = ", ".join(self.options)
         label = self.name if self.name == getattr(self.factory, "__name__", None) else (
             f"{self.name}={getattr(self.factory, '__name__', '?')}"
@@ -136,6 +138,11 @@ class Pipeline:
     def prepend(self, layer: Layer | MiddlewareFactory) -> Pipeline:
         """Add outermost, nearest the caller."""
         self._layers.insert(0, self._as_layer(layer))
+        return self
+
+    def insert(self, index: int, layer: Layer | MiddlewareFactory) -> Pipeline:
+        """Insert at a position (0 is outermost)."""
+        self._layers.insert(index, self._as_layer(layer))
         return self
 
     def insert_before(self, ref: LayerRef, layer: Layer | MiddlewareFactory) -> Pipeline:
