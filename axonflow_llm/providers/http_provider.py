@@ -1,0 +1,534 @@
+"""The shared base of HTTP providers: one pooled client, the leaf's send, error mapping, safe streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+import msgspec
+
+from axonflow_llm.pipeline.clock import Clock
+from axonflow_llm.pipeline.context import CallContext
+from axonflow_llm.pipeline.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    MalformedResponseError,
+    OverloadedError,
+    RateLimitError,
+    ServerError,
+    StreamInterruptedError,
+    redact,
+    request_id_from_headers,
+)
+from axonflow_llm.pipeline.middleware import Reply
+from axonflow_llm.pipeline.models import (
+    Capability,
+    CompletionRequest,
+    CompletionResponse,
+    CostEstimate,
+    HealthCheckResult,
+    HealthStatus,
+    ProviderConfig,
+    ProviderType,
+    StreamChunk,
+)
+from axonflow_llm.pipeline.pipeline import Pipeline
+from axonflow_llm.pipeline.provider import BaseProvider
+
+from .transport import default_http_client, default_timeout, transport_errors, user_agent
+
+__all__ = ["HTTPChunkStream", "HTTPProvider"]
+
+T = TypeVar("T")
+P = TypeVar("P", bound="HTTPProvider")
+
+_EXCERPT = 200
+_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "proxy-authorization")
+#: How long to keep reading after the end marker so the connection goes back to the pool warm.
+_DRAIN_SECONDS = 2.0
+#: Health checks are cheap calls; they must not take the 600 s an LLM answer may.
+HEALTH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+
+
+def _secrets(request: httpx.Request | None) -> list[str]:
+    if request is None:
+        return []
+    found: list[str] = []
+    for name in _SECRET_HEADERS:
+        value = request.headers.get(name)
+        if value:
+            found.append(value)
+            found.append(value.partition(" ")[2])
+    return found
+
+
+def excerpt(data: bytes | str, request: httpx.Request | None = None) -> str:
+    """A short, redacted excerpt of a body, for error messages."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
+    return redact(text[:_EXCERPT], _secrets(request))
+
+
+class HTTPProvider(BaseProvider):
+    """Base class of the built-in HTTP providers (and of yours): the leaf ``send`` is written once, here.
+
+    A subclass says how to *map* (request to HTTP, HTTP to response/chunks); this class does the *I/O*: one
+    pooled ``httpx.AsyncClient`` (the user's, if handed in, never closed by ``aclose()``), ``ctx.auth``
+    applied to every request, ``httpx`` errors mapped to the hierarchy in ``pipeline/errors.py`` with the
+    cause chained, non-2xx answers read and raised as ``APIError.from_response``, latency on the provider's
+    clock, and streams that always close their HTTP response (exhausted, failed, ``aclose()``\\ d, cancelled).
+    It is the leaf of the onion: every middleware runs before ``send``.
+
+    A subclass implements three methods and usually ``health_check``::
+
+        class MyProvider(HTTPProvider):
+            provider_type = ProviderType.CUSTOM
+
+            def build_request(self, request, ctx) -> httpx.Request:
+                body = {"model": request.model or self.model, "messages": [...], "stream": ctx.streaming}
+                return self.json_request("POST", self.url("/chat"), body)   # headers, timeout: done
+
+            def parse_response(self, response, request, *, latency) -> CompletionResponse:
+                data = self.decode(response, MyAnswer)        # msgspec Struct; MalformedResponseError if not
+                return CompletionResponse(content=..., latency=latency, provider=self.name,
+                                          request_id=self.request_id(response), ...)
+
+            async def parse_stream(self, response, request) -> AsyncIterator[StreamChunk]:
+                async for event in self.sse_events(response):    # or self.ndjson_lines(response)
+                    ...
+                    yield StreamChunk(content=delta)
+                    # at the provider's end marker: yield ONE final StreamChunk(done=True, usage=...,
+                    # finish_reason=...) and keep looping to the end of the body (usually nothing).
+                    # An error event: raise self.stream_error(message, kind="overloaded").
+
+            async def health_check(self) -> HealthCheckResult:
+                return await self.probe("GET", self.url("/models"))
+
+    ``parse_stream`` need not handle transport errors or the missing end marker: the base wraps it in an
+    :class:`HTTPChunkStream`, which raises ``APIConnectionError``/``APITimeoutError`` for a drop before the
+    first chunk, ``StreamInterruptedError`` (cause chained) after it, and ``StreamInterruptedError`` when
+    the body ends without a ``done=True`` chunk.
+
+    Constructor arguments (keyword-only): ``name``, ``type`` (defaults to the class's ``provider_type``),
+    ``model``, ``endpoint`` (the base URL; a trailing slash is dropped), ``auth`` (an object with
+    ``apply(httpx.Request)``, or an ``httpx.Auth``), ``max_tokens`` (default for requests without one:
+    ``self.default_max_tokens``), ``timeout`` (seconds or ``httpx.Timeout``; default connect 5 s, read
+    600 s), ``http_client``, ``pipeline`` (``None``: :func:`default_pipeline` with this ``auth``),
+    ``clock``, ``capabilities``, ``cost_estimator``, ``headers`` (extra headers on every request).
+
+    Stable API for subclasses: ``provider_type``, ``url()``, ``json_request()``, ``decode()``,
+    ``request_id()``, ``sse_events()``, ``ndjson_lines()``, ``stream_error()``, ``probe()``,
+    ``default_max_tokens``, ``client``, ``from_config()``, ``resolve_pipeline()``.
+    """
+
+    provider_type: ClassVar[ProviderType] = ProviderType.CUSTOM
+    #: Shown in error messages when a required endpoint is missing.
+    endpoint_hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        type: ProviderType | None = None,
+        model: str | None = None,
+        endpoint: str,
+        auth: Any = None,
+        max_tokens: int | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        pipeline: Pipeline | None = None,
+        clock: Clock | None = None,
+        capabilities: Iterable[Capability] = (Capability.CHAT, Capability.COMPLETION, Capability.STREAMING),
+        cost_estimator: Callable[[CompletionRequest], CostEstimate | None] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"{name}: endpoint must be an http:// or https:// URL, got {endpoint!r}")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
+                                       or max_tokens < 1):
+            raise ValueError(f"{name}: max_tokens must be a positive integer, got {max_tokens!r}")
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(
+                f"{name}: http_client must be an httpx.AsyncClient, got {type_name(http_client)}"
+            )
+        t = default_timeout(timeout)
+        owns = http_client is None
+        client = default_http_client(timeout=t) if http_client is None else http_client
+        self._base_url = endpoint.rstrip("/")
+        self.default_max_tokens = max_tokens
+        # A client handed in keeps its own timeout unless one was asked for here.
+        self._timeout_ext: dict[str, float | None] | None = (
+            t.as_dict() if owns or timeout is not None else None
+        )
+        self._headers: dict[str, str] = {
+            "user-agent": user_agent(),
+            "content-type": "application/json",
+            "accept": "application/json",
+        }
+        if headers:
+            self._headers.update({k.lower(): v for k, v in headers.items()})
+        self._merge_client_config = not owns
+        self._transport_errors = transport_errors()
+        super().__init__(
+            name=name,
+            type=type or self.provider_type,
+            model=model,
+            endpoint=self._base_url,
+            auth=auth,
+            http_client=client,
+            owns_client=owns,
+            pipeline=self.resolve_pipeline(
+                pipeline, auth=auth, clock=clock,
+                timeout=float(timeout) if isinstance(timeout, int | float) else None,
+            ),
+            clock=clock,
+            capabilities=capabilities,
+            cost_estimator=cost_estimator,
+        )
+
+    # -- construction helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    def resolve_pipeline(
+        pipeline: Pipeline | None, *, auth: Any, clock: Clock | None, timeout: float | None = None
+    ) -> Pipeline:
+        """``pipeline`` if given, else ``default_pipeline(auth=, clock=, timeout=)`` for this provider."""
+        if pipeline is not None:
+            if not isinstance(pipeline, Pipeline):
+                raise TypeError(f"pipeline must be a Pipeline, got {type_name(pipeline)}")
+            return pipeline
+        try:
+            from axonflow_llm.middleware.defaults import default_pipeline
+        except ImportError:  # the middleware package is optional for a bare provider
+            return Pipeline()
+        return default_pipeline(auth=auth, clock=clock, timeout=timeout)
+
+    @classmethod
+    def from_config(
+        cls: type[P],
+        config: ProviderConfig,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        pipeline: Pipeline | None = None,
+        clock: Clock | None = None,
+    ) -> P:
+        """Build from a :class:`ProviderConfig`; ``None`` fields take the constructor's defaults."""
+        kwargs: dict[str, Any] = {
+            "name": config.name,
+            "api_key": config.api_key,
+            "endpoint": config.endpoint,
+            "max_tokens": config.max_tokens,
+            "timeout": config.timeout,
+            "settings": dict(config.settings),
+            "http_client": http_client,
+            "pipeline": pipeline,
+            "clock": clock,
+        }
+        if config.model:
+            kwargs["model"] = config.model
+        return cls(**kwargs)
+
+    # -- the subclass's part ----------------------------------------------------------------------------
+
+    def build_request(self, request: CompletionRequest, ctx: CallContext) -> httpx.Request:
+        """The HTTP request for one attempt; ask for a stream when ``ctx.streaming``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_request()")
+
+    def parse_response(
+        self, response: httpx.Response, request: CompletionRequest, *, latency: float
+    ) -> CompletionResponse:
+        """Map a 2xx non-streamed answer (body already read) to a response."""
+        raise NotImplementedError(f"{type(self).__name__} must implement parse_response()")
+
+    def parse_stream(
+        self, response: httpx.Response, request: CompletionRequest
+    ) -> AsyncIterator[StreamChunk]:
+        """Async generator of chunks from a 2xx streamed answer; see the class docstring."""
+        raise NotImplementedError(f"{type(self).__name__} must implement parse_stream()")
+
+    # -- helpers for subclasses -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        client = self._info.http_client
+        assert client is not None
+        return client
+
+    def url(self, path: str) -> str:
+        """``endpoint`` + ``path`` (``path`` starts with ``/``)."""
+        return self._base_url + path
+
+    def json_request(
+        self,
+        method: str,
+        url: str,
+        body: Any = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Request:
+        """An ``httpx.Request`` with the JSON body (msgspec-encoded), the common headers and the timeout."""
+        hdrs = self._headers if headers is None else {**self._headers, **headers}
+        content = msgspec.json.encode(body) if body is not None else None
+        if self._merge_client_config:
+            req = self.client.build_request(method, url, content=content, headers=hdrs, params=params)
+        else:
+            req = httpx.Request(method, url, content=content, headers=hdrs, params=params)
+        if self._timeout_ext is not None:
+            req.extensions["timeout"] = self._timeout_ext
+        return req
+
+    def decode(self, response: httpx.Response, type: type[T] | msgspec.json.Decoder[T]) -> T:
+        """Decode a read body into ``type``; ``MalformedResponseError`` (redacted excerpt) if it is not."""
+        data = response.content
+        try:
+            if isinstance(type, msgspec.json.Decoder):
+                return type.decode(data)
+            return msgspec.json.decode(data, type=type)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise self.malformed(f"the answer is not the documented JSON ({exc})", data,
+                                 response=response) from exc
+
+    def malformed(
+        self, what: str, data: bytes | str = b"", *, response: httpx.Response | None = None
+    ) -> MalformedResponseError:
+        request = response.request if response is not None else None
+        body = excerpt(data, request) if data else None
+        return MalformedResponseError(
+            what, provider=self.name, status_code=response.status_code if response is not None else None,
+            body=body,
+        )
+
+    def request_id(self, response: httpx.Response) -> str | None:
+        return request_id_from_headers(response.headers)
+
+    async def sse_events(self, response: httpx.Response) -> AsyncIterator[Any]:
+        """The server-sent events of a streamed answer (``httpx_sse.ServerSentEvent``)."""
+        from httpx_sse import EventSource, SSEError
+
+        source = EventSource(response)
+        events = source.aiter_sse()
+        try:
+            async for event in events:
+                yield event
+        except SSEError as exc:
+            raise self.malformed(f"the stream is not server-sent events ({exc})", response=response) from exc
+        finally:
+            await events.aclose()
+
+    async def ndjson_lines(self, response: httpx.Response) -> AsyncIterator[str]:
+        """The non-empty lines of a newline-delimited JSON stream."""
+        async for line in response.aiter_lines():
+            if line.strip():
+                yield line
+
+    def stream_error(self, message: str, *, kind: str | None = None, body: str | None = None) -> APIError:
+        """The typed error for an error object inside a 200 stream. ``kind`` is the provider's error type.
+
+        There is no HTTP status, so the nearest one is used: rate limit 429, authentication 401,
+        invalid request 400, overloaded 529, anything else (server error) 500.
+        """
+        k = (kind or "").lower()
+        cls: type[APIError]
+        if "rate" in k or "quota" in k:
+            cls, status = RateLimitError, 429
+        elif "auth" in k or "permission" in k:
+            cls, status = AuthenticationError, 401
+        elif "invalid" in k or "not_found" in k or "request" in k:
+            cls, status = BadRequestError, 400
+        elif "overload" in k:
+            cls, status = OverloadedError, 529
+        else:
+            cls, status = ServerError, 500
+        return cls(redact(message), status_code=status, provider=self.name,
+                   body=redact(body[:_EXCERPT]) if body else None)
+
+    async def probe(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        check: Callable[[httpx.Response], str | None] | None = None,
+    ) -> HealthCheckResult:
+        """A cheap request as a health check: HEALTHY on 2xx (``check`` may return a problem to report as
+        UNHEALTHY), UNHEALTHY with the reason otherwise. Never raises for an HTTP or network error."""
+        clock = self._info.clock
+        start = clock.now()
+        req = self.json_request(method, url, params=params)
+        req.extensions["timeout"] = HEALTH_TIMEOUT.as_dict()
+        try:
+            await self._prepare_auth(self._info.auth)
+            response = await self._send(req, self._info.auth, stream=False)
+        except (APIConnectionError, APIError) as exc:
+            return self._health(HealthStatus.UNHEALTHY, clock.now() - start, str(exc))
+        latency = clock.now() - start
+        if response.is_error:
+            err = APIError.from_response(response, provider=self.name)
+            return self._health(HealthStatus.UNHEALTHY, latency, str(err))
+        problem = check(response) if check is not None else None
+        if problem:
+            return self._health(HealthStatus.UNHEALTHY, latency, f"{self.name}: {problem}")
+        return self._health(HealthStatus.HEALTHY, latency, f"{self.name}: reachable ({response.status_code})")
+
+    def _health(self, status: HealthStatus, latency: float, message: str) -> HealthCheckResult:
+        failures = 0 if status is HealthStatus.HEALTHY else self._consecutive_failures + 1
+        return HealthCheckResult(status=status, latency=latency, message=message, checked_at=time.time(),
+                                 consecutive_failures=failures)
+
+    @staticmethod
+    async def _prepare_auth(auth: Any) -> None:
+        """Refresh a refreshable credential outside the pipeline (health checks bypass the AuthMiddleware)."""
+        prepare = getattr(auth, "prepare", None)
+        if prepare is not None:
+            result = prepare()
+            if asyncio.iscoroutine(result):
+                await result
+
+    # -- the leaf ----------------------------------------------------------------------------------------
+
+    async def send(self, request: CompletionRequest, ctx: CallContext) -> Reply:
+        """One attempt: build, authenticate, send, then parse (or hand back an :class:`HTTPChunkStream`)."""
+        http_request = self.build_request(request, ctx)
+        clock = ctx.info.clock
+        start = clock.now()
+        if not ctx.streaming:
+            response = await self._send(http_request, ctx.auth, stream=False)
+            latency = clock.now() - start
+            if response.is_error:
+                raise APIError.from_response(response, provider=self.name)
+            return self.parse_response(response, request, latency=latency)
+        response = await self._send(http_request, ctx.auth, stream=True)
+        if response.is_error:
+            try:
+                await response.aread()
+            except self._transport_errors as exc:
+                raise self._connection_error(exc) from exc
+            finally:
+                await response.aclose()
+            raise APIError.from_response(response, provider=self.name)
+        return HTTPChunkStream(self, response, self.parse_stream(response, request))
+
+    async def _send(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> httpx.Response:
+        if auth is not None:
+            if isinstance(auth, httpx.Auth):
+                try:
+                    return await self.client.send(http_request, stream=stream, auth=auth)
+                except self._transport_errors as exc:
+                    raise self._connection_error(exc) from exc
+            auth.apply(http_request)
+        try:
+            return await self.client.send(http_request, stream=stream)
+        except self._transport_errors as exc:
+            raise self._connection_error(exc) from exc
+
+    def _connection_error(self, exc: BaseException, *, after: str = "") -> APIConnectionError:
+        """Map a transport exception. aiohttp's transport reports a dropped connection as ``ConnectTimeout``;
+        only a real timeout (its cause a ``TimeoutError``, or no foreign cause) is a timeout here."""
+        cause = exc.__cause__
+        timeout = isinstance(exc, TimeoutError) or (
+            isinstance(exc, httpx.TimeoutException) and (cause is None or isinstance(cause, TimeoutError))
+        )
+        detail = redact(str(exc)) or type(exc).__name__
+        if timeout:
+            return APITimeoutError(f"timed out{after} ({type(exc).__name__}: {detail})", provider=self.name)
+        return APIConnectionError(f"connection failed{after} ({type(exc).__name__}: {detail})",
+                                  provider=self.name)
+
+
+def type_name(x: object) -> str:
+    return type(x).__name__
+
+
+class HTTPChunkStream:
+    """The :class:`ChunkStream` of one streamed HTTP answer: the provider's ``parse_stream`` generator, made
+    safe. It maps transport errors (before the first chunk: ``APIConnectionError``/``APITimeoutError``;
+    after: ``StreamInterruptedError`` with the cause chained), raises ``StreamInterruptedError`` if the body
+    ends without a ``done`` chunk, reads the few bytes after the end marker so the connection is reused,
+    and closes the HTTP response however the stream ends.
+    """
+
+    __slots__ = ("_chunks", "_closed", "_gen", "_provider", "_response")
+
+    def __init__(
+        self, provider: HTTPProvider, response: httpx.Response, gen: AsyncIterator[StreamChunk]
+    ) -> None:
+        self._provider = provider
+        self._response = response
+        self._gen = gen
+        self._chunks = 0
+        self._closed = False
+
+    @property
+    def response(self) -> httpx.Response:
+        return self._response
+
+    @property
+    def chunks_received(self) -> int:
+        return self._chunks
+
+    def __aiter__(self) -> HTTPChunkStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        if self._closed:
+            raise StopAsyncIteration
+        provider = self._provider
+        try:
+            chunk = await self._gen.__anext__()
+        except StopAsyncIteration:
+            await self.aclose()
+            raise StreamInterruptedError(
+                f"the stream ended without the end marker after {self._chunks} chunks",
+                provider=provider.name, chunks_received=self._chunks,
+            ) from None
+        except provider._transport_errors as exc:
+            await self.aclose()
+            if self._chunks == 0:
+                raise provider._connection_error(exc, after=" before the first chunk") from exc
+            raise StreamInterruptedError(
+                f"the stream broke after {self._chunks} chunks ({type(exc).__name__}: {redact(str(exc))})",
+                provider=provider.name, chunks_received=self._chunks,
+            ) from exc
+        except BaseException:
+            await self.aclose()
+            raise
+        self._chunks += 1
+        if chunk.done:
+            await self._drain()
+        return chunk
+
+    async def _drain(self) -> None:
+        """After the end marker: read to the end of the body (bounded) so the connection stays pooled."""
+        try:
+            # The answer is complete: a broken or stalled tail only costs the connection.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_DRAIN_SECONDS):
+                    async for _ in self._gen:
+                        pass
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            aclose = getattr(self._gen, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):  # closing must not mask the real outcome
+                    await aclose()
+        finally:
+            with contextlib.suppress(Exception):
+                await self._response.aclose()
+
+    def __repr__(self) -> str:
+        return (
+            f"HTTPChunkStream(provider={self._provider.name!r}, chunks={self._chunks}, closed={self._closed})"
+        )
