@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class ProviderType(str, enum.Enum):
+class ProviderType(enum.StrEnum):
     """Which wire protocol a provider speaks (the seed's ``llm.ProviderType``)."""
 
     OPENAI = "openai"
@@ -36,11 +36,8 @@ class ProviderType(str, enum.Enum):
     AZURE_OPENAI = "azure-openai"
     CUSTOM = "custom"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Capability(str, enum.Enum):
+class Capability(enum.StrEnum):
     """What a provider can do; returned by ``Provider.capabilities()``."""
 
     CHAT = "chat"
@@ -52,11 +49,8 @@ class Capability(str, enum.Enum):
     CODE_GENERATION = "code_generation"
     LONG_CONTEXT = "long_context"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class FinishReason(str, enum.Enum):
+class FinishReason(enum.StrEnum):
     """Why generation stopped, normalised across providers."""
 
     STOP = "stop"
@@ -64,18 +58,12 @@ class FinishReason(str, enum.Enum):
     CONTENT_FILTER = "content_filter"
     TOOL_CALLS = "tool_calls"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class HealthStatus(str, enum.Enum):
+class HealthStatus(enum.StrEnum):
     HEALTHY = "healthy"
     DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
     UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})

@@ -33,7 +33,7 @@ class Layer:
             )
         self.factory = factory
         self.options = options
-        self.name = name or getattr(factory, "__name__", type(factory).__name__)
+        self.name: str = name or str(getattr(factory, "__name__", type(factory).__name__))
 
     def build(self, next_handler: Handler) -> Handler:
         """Wrap ``next_handler``; the middleware's ``__init__`` validates the options here."""

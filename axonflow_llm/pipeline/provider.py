@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .clock import Clock
@@ -200,7 +200,7 @@ class BaseProvider(abc.ABC):
         """A streamed completion through the whole pipeline. Use ``async with`` to close it early."""
         return StreamResponse(self._run_stream(request))
 
-    async def _run_stream(self, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
+    async def _run_stream(self, request: CompletionRequest) -> AsyncGenerator[StreamChunk, None]:
         if self._closed:
             raise RuntimeError(f"provider {self.name!r} is closed")
         ctx = CallContext(self._info, streaming=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 from .models import FinishReason, StreamChunk, UsageStats
@@ -20,11 +20,11 @@ class ChunkStream(Protocol):
     connection and lets every middleware finalise.
     """
 
-    def __aiter__(self) -> ChunkStream: ...
+    def __aiter__(self) -> AsyncIterator[StreamChunk]: ...
 
-    async def __anext__(self) -> StreamChunk: ...
+    def __anext__(self) -> Awaitable[StreamChunk]: ...
 
-    async def aclose(self) -> None: ...
+    def aclose(self) -> Awaitable[None]: ...
 
 
 class StreamEnd(enum.Enum):
