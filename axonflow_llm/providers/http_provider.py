@@ -18,6 +18,7 @@ from axonflow_llm.pipeline.errors import (
     APIError,
     APITimeoutError,
     AuthenticationError,
+    AxonFlowError,
     BadRequestError,
     MalformedResponseError,
     OverloadedError,
@@ -189,7 +190,10 @@ class HTTPProvider(BaseProvider):
             ),
             clock=clock,
             capabilities=capabilities,
-            cost_estimator=cost_estimator,
+            cost_estimator=(
+                cost_estimator if cost_estimator is not None
+                else self.default_cost_estimator(model, ProviderType(type or self.provider_type))
+            ),
         )
 
     # -- construction helpers -------------------------------------------------------------------------
@@ -208,6 +212,27 @@ class HTTPProvider(BaseProvider):
         except ImportError:  # the middleware package is optional for a bare provider
             return Pipeline()
         return default_pipeline(auth=auth, clock=clock, timeout=timeout)
+
+    @staticmethod
+    def default_cost_estimator(
+        model: str | None, provider_type: ProviderType | None = None
+    ) -> Callable[[CompletionRequest], CostEstimate | None] | None:
+        """Estimates from the pricing module's default price table (``None`` if that module is absent)."""
+        try:
+            from axonflow_llm.middleware.pricing import PriceTable, estimate_cost
+        except ImportError:
+            return None
+        prices = PriceTable.default()
+        ptype = provider_type.value if provider_type is not None else None
+
+        def estimate(request: CompletionRequest) -> CostEstimate | None:
+            chosen = request.model or model
+            if not chosen:
+                return None
+            result: CostEstimate | None = estimate_cost(request, model=chosen, prices=prices, provider_type=ptype)
+            return result
+
+        return estimate
 
     @classmethod
     def from_config(
@@ -366,13 +391,16 @@ class HTTPProvider(BaseProvider):
         try:
             await self._prepare_auth(self._info.auth)
             response = await self._send(req, self._info.auth, stream=False)
-        except (APIConnectionError, APIError) as exc:
+        except AxonFlowError as exc:  # unreachable, or the credential could not be refreshed
             return self._health(HealthStatus.UNHEALTHY, clock.now() - start, str(exc))
         latency = clock.now() - start
         if response.is_error:
             err = APIError.from_response(response, provider=self.name)
             return self._health(HealthStatus.UNHEALTHY, latency, str(err))
-        problem = check(response) if check is not None else None
+        try:
+            problem = check(response) if check is not None else None
+        except AxonFlowError as exc:  # e.g. the listing did not decode
+            problem = str(exc)
         if problem:
             return self._health(HealthStatus.UNHEALTHY, latency, f"{self.name}: {problem}")
         return self._health(HealthStatus.HEALTHY, latency, f"{self.name}: reachable ({response.status_code})")
@@ -386,7 +414,7 @@ class HTTPProvider(BaseProvider):
     async def _prepare_auth(auth: Any) -> None:
         """Refresh a refreshable credential outside the pipeline (health checks bypass the AuthMiddleware)."""
         prepare = getattr(auth, "prepare", None)
-        if prepare is not None:
+        if prepare is not None and getattr(auth, "needs_prepare", True):
             result = prepare()
             if asyncio.iscoroutine(result):
                 await result
@@ -416,14 +444,17 @@ class HTTPProvider(BaseProvider):
         return HTTPChunkStream(self, response, self.parse_stream(response, request))
 
     async def _send(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> httpx.Response:
-        if auth is not None:
-            if isinstance(auth, httpx.Auth):
-                try:
-                    return await self.client.send(http_request, stream=stream, auth=auth)
-                except self._transport_errors as exc:
-                    raise self._connection_error(exc) from exc
-            auth.apply(http_request)
         try:
+            if auth is not None:
+                apply = getattr(auth, "apply", None)
+                if apply is not None:
+                    apply(http_request)
+                elif isinstance(auth, httpx.Auth):  # a plain httpx.Auth runs its own flow
+                    return await self.client.send(http_request, stream=stream, auth=auth)
+                else:
+                    raise TypeError(
+                        f"{self.name}: auth must have apply(request) or be an httpx.Auth, got {type_name(auth)}"
+                    )
             return await self.client.send(http_request, stream=stream)
         except self._transport_errors as exc:
             raise self._connection_error(exc) from exc
