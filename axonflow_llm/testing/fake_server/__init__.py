@@ -1,0 +1,80 @@
+"""A fault-injecting local LLM server speaking six wire protocols, for tests and benchmarks over real sockets.
+
+Start it (a background thread with its own event loop; works from sync and async tests)::
+
+    from axonflow_llm.testing.fake_server import FakeLLMServer, Fault, fake_llm_server
+
+    with FakeLLMServer() as server:          # or: async with FakeLLMServer() as server:
+        base = server.url                    # "http://127.0.0.1:54321"
+
+    @pytest.fixture
+    def llm_server():
+        with fake_llm_server() as server:    # FakeLLMServer(**options), started then stopped
+            yield server
+
+    # or server = FakeLLMServer(); server.start(); ...; server.stop()
+    # FakeLLMServer(content="fixed answer", latency=0.0, require_auth=True, host=..., port=0)
+
+Endpoints (base URL = ``server.url``; ``stream`` in the body unless the path says it):
+
+=============  =========================================================  ===============================
+format         completions                                                health / model list
+=============  =========================================================  ===============================
+OpenAI         POST /v1/chat/completions (Bearer auth)                    GET /v1/models
+Azure OpenAI   POST /openai/deployments/{dep}/chat/completions            GET /openai/models?api-version=
+               ?api-version=... (api-key or Bearer; no api-version: 404)
+Anthropic      POST /v1/messages (x-api-key + anthropic-version)          GET /v1/models (with x-api-key)
+Ollama         POST /api/chat (stream defaults to true: NDJSON)           GET /api/tags
+Gemini         POST /v1beta/models/{model}:generateContent                GET /v1beta/models
+               POST /v1beta/models/{model}:streamGenerateContent?alt=sse
+               (x-goog-api-key or ?key=)
+Bedrock        POST /model/{modelId}/converse                             GET /foundation-models
+               POST /model/{modelId}/converse-stream (AWS event stream)
+               (any Authorization header; SigV4 is not verified)
+=============  =========================================================  ===============================
+
+By default every completion answers ``"echo: <last user text>"`` (or ``content``), streamed as up to 4
+word-boundary chunks, with usage = one token per word, finish reason "stop" and request-id headers
+(x-request-id, apim-request-id, request-id, x-amzn-RequestId). Missing credentials get the provider's 401
+(``require_auth=False`` turns that off); a body the service would refuse gets its 400.
+
+Script faults for the next matching requests (FIFO; unmatched requests get the default)::
+
+    server.enqueue(Fault.status(429, retry_after=1))            # error body in the provider's shape
+    server.enqueue(Fault.status(529, error_type="overloaded_error", retry_after_ms=200, should_retry=True))
+    server.enqueue(Fault.latency(0.05))                          # before the response headers
+    server.enqueue(Fault.stall(before_first=0.1, between=0.05))  # after headers / between text chunks
+    server.enqueue(Fault.drop_connection())                      # abort the TCP connection, no response
+    server.enqueue(Fault.drop_mid_stream(after_chunks=2))        # abort after 2 text chunks
+    server.enqueue(Fault.malformed_json())                       # 200 body / stream event not JSON
+    server.enqueue(Fault.error_event(after_chunks=1))            # overloaded_error, {"error":..}, exception
+    server.enqueue(Fault.missing_end_marker())                   # no [DONE] / message_stop / done:true ...
+    server.enqueue(Fault.answer("hi", chunks=["h", "i"], prompt_tokens=3, completion_tokens=2,
+                                finish_reason="length"))
+    server.enqueue(Fault.raw(b"not json", status=200, content_type="text/plain"))
+    server.enqueue(Fault.latency(0.05) | Fault.status(503))      # combine with |
+    server.enqueue(Fault.status(500), wire="anthropic", stream=True, times=2)  # filters
+    server.enqueue(Fault.status(503), endpoint="models")         # health checks (default: completions only)
+    server.set_default(Fault.answer("always this"))              # when nothing queued matches
+    server.pending                                               # queued servings not yet used
+
+What happened::
+
+    server.requests          # [RecordedRequest]: method, path, raw_path, query, headers (lower-case),
+                             # body (bytes), json, wire, endpoint, model, stream, fault, connection_id
+    server.last_request
+    server.open_connections  # open TCP connections now; total_connections: accepted since start
+    await server.wait_for_open_connections(0, within=1.0)       # after closing a client pool
+    server.reset()           # clears the queue, the default fault and the records
+
+Command line (for benchmarks): ``python -m axonflow_llm.testing.fake_server --port 8080 [--host 127.0.0.1]
+[--latency 0.0] [--content TEXT]`` prints the URL and serves until interrupted.
+
+Needs aiohttp (``pip install 'axonflow-llm[testing]'``); it is imported only when a server starts.
+"""
+
+from .faults import Endpoint, Fault, WireFormat
+from .server import FakeLLMServer, fake_llm_server
+from .state import RecordedRequest
+
+__all__ = ["Endpoint", "FakeLLMServer", "Fault", "RecordedRequest", "WireFormat", "fake_llm_server"]
