@@ -21,7 +21,8 @@ Endpoints (base URL = ``server.url``; ``stream`` in the body unless the path say
 format         completions                                                health / model list
 =============  =========================================================  ===============================
 OpenAI         POST /v1/chat/completions (Bearer auth)                    GET /v1/models
-Azure OpenAI   POST /openai/deployments/{dep}/chat/completions            GET /openai/models?api-version=
+Azure OpenAI   POST /openai/v1/chat/completions (v1 API; model = deployment) GET /openai/v1/models
+               POST /openai/deployments/{dep}/chat/completions            GET /openai/models?api-version=
                ?api-version=... (api-key or Bearer; no api-version: 404)
 Anthropic      POST /v1/messages (x-api-key + anthropic-version)          GET /v1/models (with x-api-key)
 Ollama         POST /api/chat (stream defaults to true: NDJSON)           GET /api/tags

@@ -23,9 +23,10 @@ _decode = msgspec.json.decode
 
 
 def all_wires(require_auth: bool) -> list[Wire]:
+    from .anthropic import AnthropicWire
     from .openai import AzureOpenAIWire, OpenAIWire
 
-    classes: list[type[Wire]] = [OpenAIWire, AzureOpenAIWire]
+    classes: list[type[Wire]] = [OpenAIWire, AnthropicWire, AzureOpenAIWire]
     return [cls(require_auth=require_auth) for cls in classes]
 
 
@@ -93,7 +94,7 @@ class _Engine:
         record.wire = wire.format
         record.endpoint = route.endpoint
         call = Call(endpoint=route.endpoint, seq=seq, params=route.params)
-        refusal = wire.check(headers, query, route.endpoint)
+        refusal = wire.check(call, headers, query)
         if refusal is None and route.endpoint is Endpoint.CHAT:
             if record.json is None:
                 refusal = ErrorReply(400, None, "The request body is not valid JSON.")

@@ -52,7 +52,7 @@ class OpenAIWire(Wire):
     finish_reasons: ClassVar[Mapping[str, str]] = {}
     azure: ClassVar[bool] = False
 
-    def check(self, headers: Mapping[str, str], query: Mapping[str, str], endpoint: Endpoint) -> ErrorReply | None:
+    def check(self, call: Call, headers: Mapping[str, str], query: Mapping[str, str]) -> ErrorReply | None:
         auth = headers.get("authorization", "")
         if self.require_auth and (not auth.lower().startswith("bearer ") or not auth[7:].strip()):
             return ErrorReply(
@@ -67,7 +67,7 @@ class OpenAIWire(Wire):
         if not isinstance(body, dict):
             return ErrorReply(400, "invalid_request_error", "The request body must be a JSON object.")
         model = body.get("model")
-        if not self.azure and not isinstance(model, str):
+        if not isinstance(model, str) and "deployment" not in call.params:
             return ErrorReply(400, "invalid_request_error", "you must provide a model parameter")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -205,17 +205,22 @@ class OpenAIWire(Wire):
 
 
 class AzureOpenAIWire(OpenAIWire):
-    """POST /openai/deployments/{deployment}/chat/completions?api-version=..., GET /openai/models; api-key."""
+    """Azure OpenAI: the v1 API (``/openai/v1/chat/completions``, ``GET /openai/v1/models``; the deployment in
+    ``model``; no api-version needed) and the dated one (``/openai/deployments/{deployment}/chat/completions``
+    and ``GET /openai/models``, both requiring ``?api-version=``, else 404 as Azure answers). Auth: an
+    ``api-key`` header or a Bearer (Entra ID) token."""
 
     format: ClassVar[WireFormat] = WireFormat.AZURE_OPENAI
     routes: ClassVar[tuple[tuple[str, str, Endpoint], ...]] = (
         ("POST", r"/openai/deployments/(?P<deployment>[^/]+)/chat/completions", Endpoint.CHAT),
         ("GET", "/openai/models", Endpoint.MODELS),
+        ("POST", r"/openai/(?P<v1>v1)/chat/completions", Endpoint.CHAT),
+        ("GET", r"/openai/(?P<v1>v1)/models", Endpoint.MODELS),
     )
     azure: ClassVar[bool] = True
 
-    def check(self, headers: Mapping[str, str], query: Mapping[str, str], endpoint: Endpoint) -> ErrorReply | None:
-        if not query.get("api-version"):
+    def check(self, call: Call, headers: Mapping[str, str], query: Mapping[str, str]) -> ErrorReply | None:
+        if "v1" not in call.params and not query.get("api-version"):
             return ErrorReply(404, "404", "Resource not found")
         auth = headers.get("authorization", "")
         if (

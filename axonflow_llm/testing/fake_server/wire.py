@@ -149,7 +149,7 @@ class Wire:
     def finish(self, reason: str) -> str:
         return self.finish_reasons.get(reason, reason)
 
-    def check(self, headers: Mapping[str, str], query: Mapping[str, str], endpoint: Endpoint) -> ErrorReply | None:
+    def check(self, call: Call, headers: Mapping[str, str], query: Mapping[str, str]) -> ErrorReply | None:
         """Refuse the request as the real service would (missing credentials or version), else None."""
         return None
 
