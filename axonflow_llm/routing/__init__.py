@@ -1,0 +1,25 @@
+"""Routing: one provider in front of several, with strategies, failover, cooldowns and health checks."""
+
+from .router import RoutedStream, Router, failover_reason
+from .strategies import (
+    STRATEGIES,
+    LowestCostStrategy,
+    Member,
+    PriorityStrategy,
+    RoundRobinStrategy,
+    RoutingStrategy,
+    WeightedStrategy,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "LowestCostStrategy",
+    "Member",
+    "PriorityStrategy",
+    "RoundRobinStrategy",
+    "RoutedStream",
+    "Router",
+    "RoutingStrategy",
+    "WeightedStrategy",
+    "failover_reason",
+]

@@ -1,0 +1,491 @@
+"""A provider that routes each call to one of several providers, failing over and cooling down bad ones."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from ..pipeline.clock import Clock
+from ..pipeline.context import CallContext
+from ..pipeline.errors import CircuitOpenError, RateLimitExceededError, redact
+from ..pipeline.middleware import Reply
+from ..pipeline.models import (
+    Capability,
+    CompletionRequest,
+    CompletionResponse,
+    CostEstimate,
+    HealthCheckResult,
+    HealthStatus,
+    ProviderType,
+    StreamChunk,
+)
+from ..pipeline.pipeline import Pipeline
+from ..pipeline.provider import BaseProvider, Provider, StreamResponse
+from ..pipeline.stream import ChunkStream
+from ..registry.registry import checked_health
+from .strategies import Member, RoutingStrategy, estimated_cost, make_strategy
+
+if TYPE_CHECKING:
+    from ..registry.registry import Registry
+
+__all__ = ["RoutedStream", "Router"]
+
+_log = structlog.get_logger("axonflow_llm.routing")
+
+#: ``on_route(route)``: called with every routing decision (the dict also put in ``metadata["route"]``).
+RouteCallback = Callable[[dict[str, Any]], None]
+
+
+class RoutedStream(StreamResponse):
+    """What ``router.stream(request)`` returns: a :class:`StreamResponse` whose ``route`` is the routing
+    decision (``None`` until the first chunk has been fetched, i.e. until the decision is final)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, gen: ChunkStream, ctx: CallContext) -> None:
+        super().__init__(gen)
+        self._ctx = ctx
+
+    @property
+    def route(self) -> dict[str, Any] | None:
+        route: dict[str, Any] | None = self._ctx.state.get("route")
+        return route
+
+
+class Router(BaseProvider):
+    """Several providers behind one: each call goes to the best available, failing over on errors.
+
+    Arguments: ``strategy`` (``"priority"``, ``"weighted"``, ``"round_robin"``, ``"lowest_cost"``, or an
+    object with ``order(members, request)``; see ``strategies``), ``max_fallbacks`` (other providers to
+    try after the first fails), ``cooldown`` (seconds a failing provider is skipped),
+    ``health_check_interval`` (seconds between background health checks; ``None``: none),
+    ``health_check_timeout``, ``clock``, ``rng`` (a ``random.Random`` for ``weighted``), ``name``,
+    ``on_route`` (called with every decision) and ``pipeline`` (middleware around the *router*: empty by
+    default, since each provider runs its own pipeline once, inside).
+
+    A retryable error (``exc.retryable``: 429, 5xx, connection errors, timeouts), a ``CircuitOpenError``
+    or a ``RateLimitExceededError`` moves on to the next provider and cools the failed one down for
+    ``cooldown`` seconds (or the ``retry_after`` the error carries: when its circuit half-opens). Any
+    other error (400, 401, ``BudgetExceededError``) is the request's and is raised at once. When every
+    candidate fails, the last error is raised with a note listing what was tried. Streams fail over only
+    until their first chunk; after it, errors reach the caller.
+
+    Providers cooling down are skipped; if *all* are cooling down they are tried anyway, in order
+    (``route["forced"]``), rather than failing without trying. The decision is in
+    ``response.metadata["route"]``, in ``RoutedStream.route`` for streams, passed to ``on_route`` and
+    logged (``route.chosen`` at debug, ``route.failover`` at info, ``route.failed`` at warning).
+
+    The router does not own its providers: ``aclose()`` stops its health checks but leaves them open
+    (close the registry, or the providers, yourself).
+    """
+
+    def __init__(
+        self,
+        *,
+        strategy: str | RoutingStrategy = "priority",
+        max_fallbacks: int = 2,
+        cooldown: float = 30.0,
+        health_check_interval: float | None = None,
+        health_check_timeout: float = 10.0,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        name: str = "router",
+        on_route: RouteCallback | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
+        if isinstance(max_fallbacks, bool) or not isinstance(max_fallbacks, int) or max_fallbacks < 0:
+            raise ValueError(f"max_fallbacks must be an integer >= 0 (0 = no failover), got {max_fallbacks!r}")
+        _check_seconds("cooldown", cooldown, allow_zero=True)
+        if health_check_interval is not None:
+            _check_seconds("health_check_interval", health_check_interval)
+        _check_seconds("health_check_timeout", health_check_timeout)
+        if on_route is not None and not callable(on_route):
+            raise TypeError(f"on_route must be a callable taking the route dict, got {on_route!r}")
+        super().__init__(name=name, type=ProviderType.CUSTOM, clock=clock, pipeline=pipeline, capabilities=())
+        self._strategy = make_strategy(strategy, rng=rng)
+        self._strategy_name: str = getattr(self._strategy, "name", type(self._strategy).__name__)
+        self._max_attempts = 1 + max_fallbacks
+        self._cooldown = float(cooldown)
+        self._interval = health_check_interval
+        self._health_timeout = float(health_check_timeout)
+        self._on_route = on_route
+        self._members: list[Member] = []
+        self._health_task: asyncio.Task[None] | None = None
+
+    # -- members --------------------------------------------------------------------------------------
+
+    def add(self, provider: Provider, *, priority: int = 0, weight: float = 1.0) -> Router:
+        """Route to ``provider`` too; higher ``priority`` is tried first, ``weight`` is its share under
+        ``weighted`` (and breaks priority ties). Returns the router, so calls chain."""
+        if provider is self:
+            raise ValueError("a router cannot route to itself")
+        if not isinstance(provider, Provider):
+            raise TypeError(
+                f"router.add() needs a provider (complete, stream, health_check, ...), got {type(provider).__name__}"
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise ValueError(f"priority must be an integer, got {priority!r}")
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (
+            math.isfinite(weight) and weight >= 0
+        ):
+            raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+        if any(m.name == provider.name for m in self._members):
+            raise ValueError(f"the router already has a provider named {provider.name!r}")
+        index = len(self._members)
+        self._members.append(Member(provider, priority=priority, weight=float(weight), index=index))
+        self._members.sort(key=lambda m: (-m.priority, -m.weight, m.index))
+        return self
+
+    def remove(self, name: str) -> None:
+        """Stop routing to the provider called ``name`` (it is not closed)."""
+        for i, m in enumerate(self._members):
+            if m.name == name:
+                del self._members[i]
+                return
+        raise KeyError(f"the router has no provider named {name!r}; it has: {', '.join(self.providers) or 'none'}")
+
+    @classmethod
+    def from_registry(cls, registry: Registry, **options: Any) -> Router:
+        """A router over every enabled provider of ``registry``, with the priority and weight of each
+        provider's configuration. ``options`` are the constructor's; ``clock`` defaults to the registry's."""
+        if options.get("clock") is None and registry.clock is not None:
+            options["clock"] = registry.clock
+        router = cls(**options)
+        for name, provider in registry.providers().items():
+            config = registry.config(name)
+            router.add(provider, priority=config.priority, weight=config.weight)
+        return router
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers' names in priority order."""
+        return [m.name for m in self._members]
+
+    def cooling_down(self) -> dict[str, tuple[float, str]]:
+        """The providers being skipped now: ``{name: (seconds left, reason)}``."""
+        now = self._info.clock.now()
+        return {
+            m.name: (m.cool_until - now, m.cool_reason or "cooldown")
+            for m in self._members
+            if m.cool_until > now
+        }
+
+    # -- calls ----------------------------------------------------------------------------------------
+
+    async def complete(self, request: CompletionRequest) -> CompletionResponse:
+        """One completion from the first provider that answers; ``metadata["route"]`` says who and why."""
+        if self._closed:
+            raise RuntimeError(f"router {self.name!r} is closed")
+        reply = await self._chain(request, CallContext(self._info))
+        if not isinstance(reply, CompletionResponse):
+            await reply.aclose()
+            raise TypeError(f"router {self.name!r}: its pipeline returned a stream to complete()")
+        return reply
+
+    def stream(self, request: CompletionRequest) -> RoutedStream:
+        """A streamed completion; it fails over only until the first chunk. ``.route`` has the decision."""
+        ctx = CallContext(self._info, streaming=True)
+        return RoutedStream(self._run_routed_stream(request, ctx), ctx)
+
+    async def _run_routed_stream(
+        self, request: CompletionRequest, ctx: CallContext
+    ) -> AsyncGenerator[StreamChunk, None]:
+        if self._closed:
+            raise RuntimeError(f"router {self.name!r} is closed")
+        reply = await self._chain(request, ctx)
+        if isinstance(reply, CompletionResponse):
+            yield StreamChunk(content=reply.content, done=True, finish_reason=reply.finish_reason, usage=reply.usage)
+            return
+        try:
+            async for chunk in reply:
+                yield chunk
+        finally:
+            await reply.aclose()
+
+    async def send(self, request: CompletionRequest, ctx: CallContext) -> Reply:
+        """The router's leaf: choose, call, fail over."""
+        self._start_health_checks()
+        if ctx.streaming:
+            return self._stream_routed(request, ctx)
+        return await self._complete_routed(request, ctx)
+
+    async def _complete_routed(self, request: CompletionRequest, ctx: CallContext) -> CompletionResponse:
+        route, plan = self._plan(request)
+        last: Exception | None = None
+        for member in plan:
+            try:
+                response = await member.provider.complete(request)
+            except Exception as exc:
+                if not self._failed(member, exc, route):
+                    self._finish(route, ctx, exc)
+                    raise
+                last = exc
+                continue
+            self._succeeded(member, route, ctx)
+            return msgspec.structs.replace(response, metadata={**response.metadata, "route": route})
+        assert last is not None
+        self._finish(route, ctx, last)
+        raise last
+
+    async def _stream_routed(
+        self, request: CompletionRequest, ctx: CallContext
+    ) -> AsyncGenerator[StreamChunk, None]:
+        route, plan = self._plan(request)
+        last: Exception | None = None
+        for member in plan:
+            stream = member.provider.stream(request)
+            first: StreamChunk | None = None
+            try:
+                first = await stream.__anext__()
+            except StopAsyncIteration:
+                pass  # an empty stream is still an answer
+            except Exception as exc:
+                await _close_quietly(stream)
+                if not self._failed(member, exc, route):
+                    self._finish(route, ctx, exc)
+                    raise
+                last = exc
+                continue
+            except BaseException:
+                await _close_quietly(stream)
+                raise
+            self._succeeded(member, route, ctx)
+            try:
+                if first is not None:
+                    yield first
+                    async for chunk in stream:
+                        yield chunk
+            except Exception as exc:
+                # After the first chunk nothing is replayed; but remember the provider misbehaved.
+                self._cool_for(member, exc)
+                raise
+            finally:
+                await _close_quietly(stream)
+            return
+        assert last is not None
+        self._finish(route, ctx, last)
+        raise last
+
+    # -- decisions ------------------------------------------------------------------------------------
+
+    def _plan(self, request: CompletionRequest) -> tuple[dict[str, Any], list[Member]]:
+        if not self._members:
+            raise RuntimeError(f"router {self.name!r} has no providers; add one with router.add(provider)")
+        ordered = self._strategy.order(self._members, request)
+        now = self._info.clock.now()
+        ready = [m for m in ordered if m.cool_until <= now]
+        route: dict[str, Any] = {
+            "router": self.name,
+            "strategy": self._strategy_name,
+            "provider": None,
+            "attempted": [],
+            "skipped": [],
+            "forced": not ready,
+        }
+        if not ready:  # every provider is cooling down: try them anyway rather than fail untried
+            return route, ordered[: self._max_attempts]
+        if len(ready) < len(ordered):
+            route["skipped"] = [
+                {"provider": m.name, "reason": m.cool_reason or "cooldown", "retry_in": round(m.cool_until - now, 3)}
+                for m in ordered
+                if m.cool_until > now
+            ]
+        return route, ready[: self._max_attempts]
+
+    def _failed(self, member: Member, exc: Exception, route: dict[str, Any]) -> bool:
+        """Record a failed attempt; ``True`` if the router should move on to the next provider."""
+        route["attempted"].append({"provider": member.name, "error": _describe(exc)})
+        return self._cool_for(member, exc)
+
+    def _cool_for(self, member: Member, exc: BaseException) -> bool:
+        reason = failover_reason(exc)
+        if reason is None:
+            return False
+        wait = _retry_after(exc)
+        seconds = wait if wait is not None else self._cooldown
+        member.cool(self._info.clock.now() + seconds, reason)
+        return True
+
+    def _succeeded(self, member: Member, route: dict[str, Any], ctx: CallContext) -> None:
+        member.recover()
+        route["provider"] = member.name
+        route["attempted"].append({"provider": member.name})
+        self._finish(route, ctx, None)
+
+    def _finish(self, route: dict[str, Any], ctx: CallContext, error: Exception | None) -> None:
+        ctx.state["route"] = route
+        if error is not None:
+            tried = ", ".join(f"{a['provider']} ({a.get('error', 'ok')})" for a in route["attempted"])
+            skipped = ", ".join(f"{s['provider']} ({s['reason']})" for s in route["skipped"])
+            note = f"router {self.name!r} tried: {tried or 'nothing'}"
+            if skipped:
+                note += f"; skipped: {skipped}"
+            error.add_note(note)
+            _log.warning("route.failed", router=self.name, attempted=route["attempted"], skipped=route["skipped"])
+        elif len(route["attempted"]) > 1 or route["skipped"] or route["forced"]:
+            _log.info("route.failover", router=self.name, provider=route["provider"],
+                      attempted=route["attempted"], skipped=route["skipped"], forced=route["forced"])
+        else:
+            _log.debug("route.chosen", router=self.name, provider=route["provider"])
+        if self._on_route is not None:
+            try:
+                self._on_route(route)
+            except Exception as exc:
+                _log.warning("route.callback_failed", router=self.name, error=type(exc).__name__)
+
+    # -- health ---------------------------------------------------------------------------------------
+
+    async def health_check(self) -> HealthCheckResult:
+        """Checks every provider now (updating cooldowns): healthy if all are, degraded if some are,
+        unhealthy if none is."""
+        started = self._info.clock.now()
+        results = await self.check_providers()
+        if not results:
+            return HealthCheckResult(status=HealthStatus.UNHEALTHY, message="the router has no providers",
+                                     checked_at=time.time())
+        good = [n for n, r in results.items() if r.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED)]
+        if len(good) == len(results) and all(r.status is HealthStatus.HEALTHY for r in results.values()):
+            status = HealthStatus.HEALTHY
+        elif good:
+            status = HealthStatus.DEGRADED
+        else:
+            status = HealthStatus.UNHEALTHY
+        detail = ", ".join(f"{n}: {r.status.value}" for n, r in results.items())
+        return HealthCheckResult(status=status, message=detail, latency=self._info.clock.now() - started,
+                                 checked_at=time.time())
+
+    async def check_providers(self) -> dict[str, HealthCheckResult]:
+        """Every provider's health, concurrently, each within ``health_check_timeout``; an unhealthy one
+        cools down, a healthy one that was cooling down *because of a health check* is back at once."""
+        members = list(self._members)
+        clock = self._info.clock
+        results = await asyncio.gather(
+            *(checked_health(m.provider, self._health_timeout, clock) for m in members)
+        )
+        now = clock.now()
+        for member, result in zip(members, results, strict=True):
+            if result.status is HealthStatus.UNHEALTHY:
+                if member.cool_until <= now or member.cool_reason == "unhealthy":
+                    member.cool(now + self._cooldown, "unhealthy")
+                    _log.info("route.unhealthy", router=self.name, provider=member.name, message=result.message)
+            elif result.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED) and member.cool_reason == "unhealthy":
+                member.recover()
+                _log.info("route.recovered", router=self.name, provider=member.name)
+        return {m.name: r for m, r in zip(members, results, strict=True)}
+
+    async def start(self) -> None:
+        """Start the background health checks now (they also start on the first call)."""
+        self._start_health_checks()
+
+    def _start_health_checks(self) -> None:
+        if self._interval is None or self._health_task is not None or self._closed:
+            return
+        self._health_task = asyncio.get_running_loop().create_task(
+            _health_loop(weakref.ref(self), self._interval, self._info.clock), name=f"{self.name}-health"
+        )
+
+    async def aclose(self) -> None:
+        """Stop the background health checks. The providers are not closed (the router does not own them)."""
+        task, self._health_task = self._health_task, None
+        self._closed = True
+        if task is not None and not task.done():
+            task.cancel()
+            if task.get_loop() is asyncio.get_running_loop():
+                await asyncio.gather(task, return_exceptions=True)
+
+    # -- the rest of the provider interface -----------------------------------------------------------
+
+    def capabilities(self) -> list[Capability]:
+        """What any of the providers can do."""
+        seen: dict[Capability, None] = {}
+        for m in self._members:
+            for c in m.provider.capabilities():
+                seen.setdefault(c, None)
+        return list(seen)
+
+    def supports_streaming(self) -> bool:
+        return any(m.provider.supports_streaming() for m in self._members)
+
+    def estimate_cost(self, request: CompletionRequest) -> CostEstimate | None:
+        """The estimate of the cheapest provider under ``lowest_cost``; otherwise of the first provider in
+        priority order that can estimate."""
+        members = self._members
+        if self._strategy_name == "lowest_cost":
+            members = sorted(members, key=lambda m: estimated_cost(m.provider, request))
+        for m in members:
+            try:
+                estimate = m.provider.estimate_cost(request)
+            except Exception:
+                continue
+            if estimate is not None:
+                return estimate
+        return None
+
+    def __repr__(self) -> str:
+        return f"Router(name={self.name!r}, strategy={self._strategy_name!r}, providers={self.providers!r})"
+
+
+def failover_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` sends the router to the next provider, or ``None`` if it is the request's fault."""
+    if isinstance(exc, CircuitOpenError):
+        return "circuit_open"
+    if isinstance(exc, RateLimitExceededError):
+        return "rate_limited"
+    if not isinstance(exc, Exception):
+        return None
+    retryable = getattr(exc, "retryable", None)
+    if retryable is True or (retryable is None and isinstance(exc, ConnectionError | TimeoutError)):
+        return f"error: {type(exc).__name__}"
+    return None
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    ra = getattr(exc, "retry_after", None)
+    if isinstance(ra, int | float) and not isinstance(ra, bool) and math.isfinite(ra) and ra >= 0:
+        return float(ra)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    text = redact(str(exc))
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _close_quietly(stream: Any) -> None:
+    try:
+        await stream.aclose()
+    except Exception as exc:
+        _log.debug("route.stream_close_failed", error=type(exc).__name__)
+
+
+async def _health_loop(ref: weakref.ReferenceType[Router], interval: float, clock: Clock) -> None:
+    # Holds the router weakly: a router dropped without aclose() ends its loop at the next tick.
+    while True:
+        await clock.sleep(interval)
+        router = ref()
+        if router is None or router._closed:
+            return
+        try:
+            await router.check_providers()
+        except Exception as exc:  # never let the loop die of one bad round
+            _log.warning("route.health_check_failed", router=router.name, error=type(exc).__name__)
+        del router
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and (
+        value >= 0 if allow_zero else value > 0
+    )
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number of seconds {bound}, got {value!r}")
