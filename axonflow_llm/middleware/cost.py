@@ -159,7 +159,7 @@ class SpendingBudget:
         else:
             ledgers.move_to_end(tenant)
         slices = ledger.slices
-        oldest_kept = now_slice - _SLICES + 1
+        oldest_kept = now_slice - _SLICES  # the current slice plus 60 whole ones: never leaves early
         while slices and slices[0][0] < oldest_kept:
             ledger.spent -= slices.popleft()[1]
         if not slices:
@@ -182,7 +182,7 @@ class SpendingBudget:
             for index, usd in ledger.slices:
                 freed += usd
                 if freed >= over - _EPSILON:
-                    wait = (index + _SLICES) * self._slice - self._clock.now()
+                    wait = (index + _SLICES + 1) * self._slice - self._clock.now()
                     break
             when = f"enough earlier spending leaves the window in about {max(wait, 0.0):.0f}s"
         return (
