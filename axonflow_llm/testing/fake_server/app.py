@@ -24,9 +24,11 @@ _decode = msgspec.json.decode
 
 def all_wires(require_auth: bool) -> list[Wire]:
     from .anthropic import AnthropicWire
+    from .gemini import GeminiWire
+    from .ollama import OllamaWire
     from .openai import AzureOpenAIWire, OpenAIWire
 
-    classes: list[type[Wire]] = [OpenAIWire, AnthropicWire, AzureOpenAIWire]
+    classes: list[type[Wire]] = [OpenAIWire, AnthropicWire, AzureOpenAIWire, OllamaWire, GeminiWire]
     return [cls(require_auth=require_auth) for cls in classes]
 
 
@@ -93,7 +95,7 @@ class _Engine:
         wire = route.wire
         record.wire = wire.format
         record.endpoint = route.endpoint
-        call = Call(endpoint=route.endpoint, seq=seq, params=route.params)
+        call = Call(endpoint=route.endpoint, seq=seq, params=route.params, query=query)
         refusal = wire.check(call, headers, query)
         if refusal is None and route.endpoint is Endpoint.CHAT:
             if record.json is None:
@@ -192,7 +194,7 @@ async def _send(
 async def _stream(
     request: web.BaseRequest, wire: Wire, call: Call, answer: Answer, headers: dict[str, str], fault: Fault
 ) -> web.StreamResponse:
-    headers["Content-Type"] = wire.stream_content_type
+    headers["Content-Type"] = wire.stream_media_type(call)
     headers["Cache-Control"] = "no-cache"
     response = web.StreamResponse(status=fault.status_code or 200, headers=headers)
     await response.prepare(request)

@@ -54,8 +54,10 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def sse(data: bytes, event: str | None = None) -> bytes:
-    """One server-sent event."""
+def sse(data: bytes, event: str | None = None, *, crlf: bool = False) -> bytes:
+    """One server-sent event (``crlf``: lines end with CRLF, as Google's servers send them)."""
+    if crlf:
+        return b"data: " + data + b"\r\n\r\n"
     if event is None:
         return b"data: " + data + b"\n\n"
     return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
@@ -78,7 +80,7 @@ class ErrorReply:
 class Call:
     """What the server understood of one request: model, streamed or not, the prompt, and its number."""
 
-    __slots__ = ("endpoint", "include_usage", "model", "params", "prompt", "seq", "stream")
+    __slots__ = ("endpoint", "include_usage", "model", "params", "prompt", "query", "seq", "stream")
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class Call:
         prompt: str = "",
         include_usage: bool = False,
         params: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.seq = seq
@@ -98,6 +101,7 @@ class Call:
         self.prompt = prompt
         self.include_usage = include_usage
         self.params = params or {}
+        self.query = query or {}
 
 
 class Answer:
@@ -145,6 +149,10 @@ class Wire:
     def claims(self, headers: Mapping[str, str]) -> bool:
         """Whether a request on a path this wire shares with another one is this wire's."""
         return False
+
+    def stream_media_type(self, call: Call) -> str:
+        """The Content-Type of a streamed answer."""
+        return self.stream_content_type
 
     def finish(self, reason: str) -> str:
         return self.finish_reasons.get(reason, reason)
