@@ -248,7 +248,16 @@ class BedrockProvider(HTTPProvider):
                 raise self._connection_error(exc) from exc
             finally:
                 await response.aclose()
-        raise APIError.from_response(response, provider=self.name, message=_error_message(response))
+        err = APIError.from_response(response, provider=self.name, message=_error_message(response))
+        # The session token travels in x-amz-security-token, which the generic scrubber does not know.
+        token = http_request.headers.get("x-amz-security-token")
+        scrub = getattr(auth, "scrub", None)
+        for attr in ("message", "body"):
+            text = getattr(err, attr)
+            if text:
+                text = redact(text, [token] if token else [])
+                setattr(err, attr, scrub(text) if scrub is not None else text)
+        raise err
 
     def parse_response(
         self, response: httpx.Response, request: CompletionRequest, *, latency: float

@@ -145,6 +145,13 @@ class SigV4Auth(Auth):
                     self._credentials = self._resolve()
         return self._credentials.get_frozen_credentials()
 
+    def scrub(self, text: str) -> str:
+        """``text`` with this auth's secret access key and session token replaced by ``***``."""
+        creds = self._credentials
+        if creds is None or not text:
+            return text
+        return redact(text, [v for v in (getattr(creds, "secret_key", None), getattr(creds, "token", None)) if v])
+
     # -- signing -----------------------------------------------------------------------------------------
 
     def apply(self, request: httpx.Request) -> None:
