@@ -24,11 +24,19 @@ _decode = msgspec.json.decode
 
 def all_wires(require_auth: bool) -> list[Wire]:
     from .anthropic import AnthropicWire
+    from .bedrock import BedrockWire
     from .gemini import GeminiWire
     from .ollama import OllamaWire
     from .openai import AzureOpenAIWire, OpenAIWire
 
-    classes: list[type[Wire]] = [OpenAIWire, AnthropicWire, AzureOpenAIWire, OllamaWire, GeminiWire]
+    classes: list[type[Wire]] = [
+        OpenAIWire,
+        AnthropicWire,
+        AzureOpenAIWire,
+        OllamaWire,
+        GeminiWire,
+        BedrockWire,
+    ]
     return [cls(require_auth=require_auth) for cls in classes]
 
 
