@@ -17,6 +17,7 @@ from .pipeline_options import pipeline_options
 from .schema import (
     CREDENTIAL_KEYS,
     MIDDLEWARE_KEYS,
+    PROVIDER_SETTINGS,
     ConnectionSettings,
     LLMConfig,
     MiddlewareSettings,
@@ -35,8 +36,7 @@ _TOP_LEVEL = ("version", "llm_providers")
 _VERSIONS = ("1", "1.0")
 _TYPE_WORDS: dict[str, ProviderType] = {t.value: t for t in ProviderType if t is not ProviderType.AZURE_OPENAI}
 _TYPE_WORDS["azure"] = ProviderType.AZURE_OPENAI
-_CONNECTION_SETTINGS = ("deployment", "api_version", "profile")
-_SECRET_NAME = re.compile(r"(key|secret|token|password)", re.I)
+_SECRET_NAME = re.compile(r"(^|[_\-])(key|secret|token|password|authorization|credentials?)($|[_\-])", re.I)
 
 
 def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> LLMConfig:
@@ -141,7 +141,8 @@ class _Parser:
         config = self.provider_config(name, ptype, entry, pricing, path)
         if enabled:
             settings = MiddlewareSettings.of(config)
-            pipeline_options(settings, where=tree.where(path))  # the middleware's own checks, now
+            # The middleware's own checks (cross-field ones), now rather than when building.
+            pipeline_options(settings, where=lambda section: tree.where(f"{path}.{section}"))
         return config
 
     def convert(self, raw: Any, tp: type[Any], path: str) -> Any:
@@ -155,8 +156,11 @@ class _Parser:
                 field = unknown.group(1)
                 allowed = ", ".join(_allowed_fields(tp, sub))
                 raise self.fail(f"{full}.{field}", f"unknown field {field!r}; allowed here: {allowed}") from None
+            first = re.match(r"(\w+) ", message)
+            if first and first.group(1) in _allowed_fields(tp, sub):  # a __post_init__ check on one field
+                full = f"{full}.{first.group(1)}"
             message = message.replace("`object`", "a mapping").replace("`array`", "a list")
-            message = message.replace("`null`", "nothing")
+            message = re.sub(r"`([^`]*) \| null`", r"`\1` (or nothing)", message)
             raise self.fail(full, message) from None
 
     def pricing(self, raw: Any, path: str) -> dict[str, ModelPriceSettings]:
@@ -187,16 +191,21 @@ class _Parser:
         pricing: dict[str, ModelPriceSettings],
         path: str,
     ) -> ProviderConfig:
-        conn = entry.config
+        common = {k: v for k, v in entry.config.items() if k in ConnectionSettings.__struct_fields__}
+        conn: ConnectionSettings = self.convert(common, ConnectionSettings, f"{path}.config")
         settings: dict[str, Any] = {}
-        for key in _CONNECTION_SETTINGS:
-            value = getattr(conn, key)
-            if value is not None:
-                settings[key] = value
-        for key, value in conn.options.items():
-            if key in settings or key in MIDDLEWARE_KEYS or key in CREDENTIAL_KEYS:
-                raise self.fail(f"{path}.config.options.{key}",
-                                f"{key!r} cannot be set through options; write it where it belongs")
+        known = PROVIDER_SETTINGS.get(ptype)
+        for key, value in entry.config.items():
+            if key in ConnectionSettings.__struct_fields__:
+                continue
+            if key in MIDDLEWARE_KEYS or key in CREDENTIAL_KEYS:
+                where = "credentials" if key in CREDENTIAL_KEYS else key
+                raise self.fail(f"{path}.config.{key}", f"{key!r} does not belong in config; write it under "
+                                                        f"`{where}:` at the provider's level")
+            if known is not None and key not in known:
+                allowed = ", ".join([*ConnectionSettings.__struct_fields__, *known])
+                raise self.fail(f"{path}.config.{key}", f"unknown field {key!r} for provider type {ptype.value!r}; "
+                                                        f"allowed here: {allowed}")
             settings[key] = value
         creds = entry.credentials
         for key in CREDENTIAL_KEYS[1:]:
@@ -218,7 +227,7 @@ class _Parser:
             priority=entry.priority,
             weight=entry.weight,
             max_tokens=conn.max_tokens,
-            timeout=conn.timeout,
+            timeout=float(conn.timeout) if conn.timeout is not None else None,
             display_name=entry.display_name,
             settings=settings,
         )
@@ -289,7 +298,6 @@ def _dump_provider(pc: ProviderConfig) -> dict[str, Any]:
         value = getattr(pc, key)
         if value is not None:
             conn[key] = value
-    options: dict[str, Any] = {}
     credentials: dict[str, Any] = {}
     if pc.api_key:
         credentials["api_key"] = "***"
@@ -298,14 +306,8 @@ def _dump_provider(pc: ProviderConfig) -> dict[str, Any]:
             continue
         if key in CREDENTIAL_KEYS or isinstance(value, Secret):
             credentials[key] = "***"
-        elif _SECRET_NAME.search(key):
-            options[key] = "***"
-        elif key in _CONNECTION_SETTINGS or key in ConnectionSettings.__struct_fields__:
-            conn[key] = _plain(value)
         else:
-            options[key] = _plain(value)
-    if options:
-        conn["options"] = options
+            conn[key] = _masked(key, _plain(value))
     if conn:
         out["config"] = conn
     if credentials:
@@ -326,6 +328,15 @@ def _plain(value: Any) -> Any:
         return to_builtins(value)
     except TypeError:
         return repr(value)
+
+
+def _masked(key: str, value: Any) -> Any:
+    """``***`` for a value whose name looks like a credential (``x-api-key``, ``token``), recursively."""
+    if _SECRET_NAME.search(key):
+        return "***"
+    if isinstance(value, dict):
+        return {k: _masked(str(k), v) for k, v in value.items()}
+    return value
 
 
 def _drop_none(value: Any) -> Any:

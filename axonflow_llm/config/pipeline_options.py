@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..pipeline.clock import Clock
@@ -17,7 +18,10 @@ __all__ = ["build_pipeline", "pipeline_options"]
 
 
 def pipeline_options(
-    settings: MiddlewareSettings, *, clock: Clock | None = None, where: str = "settings"
+    settings: MiddlewareSettings,
+    *,
+    clock: Clock | None = None,
+    where: str | Callable[[str], str] = "settings",
 ) -> dict[str, Any]:
     """``default_pipeline`` keyword arguments for ``settings``; only what the settings name.
 
@@ -26,7 +30,7 @@ def pipeline_options(
     defaults / no retry); ``circuit_breaker`` a fresh ``CircuitBreaker`` for this provider (or
     ``True``/``False``); ``timeouts`` the three timeouts; ``pricing`` a ``{model: ModelPrice}`` mapping
     laid over the shipped price table. A value the middleware refuses raises ``ConfigError`` naming
-    ``<where>.<section>``.
+    ``<where>.<section>`` (``where`` may be a function of the section giving the whole prefix).
     """
     opts: dict[str, Any] = {}
     section = ""
@@ -77,7 +81,8 @@ def pipeline_options(
                 for model, p in settings.pricing.items()
             }
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{where}.{section}: {exc}") from None
+        prefix = where(section) if callable(where) else f"{where}.{section}"
+        raise ConfigError(f"{prefix}: {exc}") from None
     return opts
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import msgspec
 
 from ..pipeline.errors import ConfigError
-from ..pipeline.models import ProviderConfig
+from ..pipeline.models import ProviderConfig, ProviderType
 
 __all__ = [
     "CREDENTIAL_KEYS",
@@ -20,6 +20,7 @@ __all__ = [
     "Duration",
     "LLMConfig",
     "MiddlewareSettings",
+    "PROVIDER_SETTINGS",
     "ModelPriceSettings",
     "ProviderEntry",
     "RateLimitSettings",
@@ -47,8 +48,13 @@ class Secret(str):
 class Duration(float):
     """Seconds: a number (``30``, ``0.25``) or a string with a unit (``"250ms"``, ``"30s"``, ``"5m"``, ``"1h"``).
 
-    Only a type marker for conversion: the decoded value is a plain ``float``.
+    A ``float`` subclass so that conversion can tell it apart; use it as a float.
     """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return float.__repr__(self)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
@@ -77,7 +83,7 @@ def parse_duration(value: object) -> float:
 
 def _dec_hook(tp: type, value: Any) -> Any:
     if tp is Duration:
-        return parse_duration(value)
+        return Duration(parse_duration(value))
     raise NotImplementedError
 
 
@@ -105,10 +111,11 @@ NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
-def _finite(owner: str, **values: float | None) -> None:
+def _finite(**values: float | None) -> None:
+    # Messages start with the field's name: the loader then reports them at that field's path.
     for name, value in values.items():
         if value is not None and not math.isfinite(value):
-            raise ValueError(f"{owner}.{name} must be a finite number, got {value!r}")
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 class RateLimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -120,14 +127,13 @@ class RateLimitSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     tokens_per_minute: PositiveFloat | None = None
 
     def __post_init__(self) -> None:
-        _finite("rate_limit", requests_per_second=self.requests_per_second,
-                tokens_per_minute=self.tokens_per_minute)
+        _finite(requests_per_second=self.requests_per_second, tokens_per_minute=self.tokens_per_minute)
+        if self.burst is not None and self.requests_per_second is None:
+            raise ValueError("burst needs requests_per_second as well")
         if self.requests_per_second is None and self.tokens_per_minute is None:
             raise ValueError(
                 "rate_limit needs requests_per_second (with an optional burst) and/or tokens_per_minute"
             )
-        if self.burst is not None and self.requests_per_second is None:
-            raise ValueError("rate_limit.burst needs requests_per_second as well")
 
 
 class RetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -164,7 +170,7 @@ class TimeoutSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         for name in ("request", "first_chunk", "idle"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"timeouts.{name} must be more than 0 seconds, got {value!r}")
+                raise ValueError(f"{name} must be more than 0 seconds, got {value!r}")
 
 
 class ModelPriceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -174,7 +180,7 @@ class ModelPriceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     output_per_1m: NonNegativeFloat
 
     def __post_init__(self) -> None:
-        _finite("price", input_per_1m=self.input_per_1m, output_per_1m=self.output_per_1m)
+        _finite(input_per_1m=self.input_per_1m, output_per_1m=self.output_per_1m)
 
 
 #: The keys of ``ProviderConfig.settings`` that configure a provider's middleware, not the provider.
@@ -219,32 +225,45 @@ class MiddlewareSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
 _EMPTY = MiddlewareSettings()
 
 #: Credential fields; their values are masked by ``dump_config`` and never shown in messages.
-CREDENTIAL_KEYS = ("api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token")
+CREDENTIAL_KEYS = (
+    "api_key", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "azure_ad_token"
+)
 
 
 class CredentialSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``credentials``: ``api_key`` for most providers; the AWS keys for Bedrock (or leave them out and
-    let botocore's credential chain find them)."""
+    let botocore's credential chain find them); ``azure_ad_token`` for Azure OpenAI with Entra ID."""
 
     api_key: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     aws_session_token: str | None = None
+    azure_ad_token: str | None = None
 
 
 class ConnectionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``config``: what to call and how. ``deployment``/``api_version`` are Azure OpenAI's; ``profile``
-    is the AWS profile for Bedrock; ``options`` passes anything else to the provider's ``settings``."""
+    """The common part of ``config``: what to call and how. The rest of ``config`` is the provider's own
+    settings (see :data:`PROVIDER_SETTINGS`)."""
 
     model: str | None = None
     endpoint: str | None = None
     max_tokens: PositiveInt | None = None
     timeout: Duration | None = None
     region: str | None = None
-    deployment: str | None = None
-    api_version: str | None = None
-    profile: str | None = None
-    options: dict[str, Any] = {}
+
+
+_OPENAI_SETTINGS = ("organization", "project", "max_tokens_field", "stream_usage")
+
+#: The provider-specific keys each built-in type reads from ``config`` (into ``ProviderConfig.settings``).
+#: A custom provider accepts any key: its factory reads ``config.settings``.
+PROVIDER_SETTINGS: dict[ProviderType, tuple[str, ...]] = {
+    ProviderType.OPENAI: _OPENAI_SETTINGS,
+    ProviderType.AZURE_OPENAI: ("deployment", "api_version", "resource", "max_tokens_field", "stream_usage"),
+    ProviderType.OLLAMA: ("options", "keep_alive"),
+    ProviderType.ANTHROPIC: ("headers",),
+    ProviderType.GEMINI: ("headers",),
+    ProviderType.BEDROCK: ("profile", "additional_model_request_fields", "health_check", "control_endpoint"),
+}
 
 
 class ProviderEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -253,7 +272,7 @@ class ProviderEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     enabled: bool = True
     display_name: str | None = None
     type: str | None = None
-    config: ConnectionSettings = ConnectionSettings()
+    config: dict[str, Any] = {}
     credentials: CredentialSettings = CredentialSettings()
     priority: int = 0
     weight: NonNegativeFloat = 1.0
@@ -264,7 +283,7 @@ class ProviderEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     pricing: dict[str, ModelPriceSettings] = {}
 
     def __post_init__(self) -> None:
-        _finite("weight", weight=self.weight)
+        _finite(weight=self.weight)
 
 
 class LLMConfig(msgspec.Struct, frozen=True, kw_only=True):

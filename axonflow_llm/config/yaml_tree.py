@@ -49,13 +49,14 @@ class YamlTree:
     are an error (YAML would silently keep the last). ``lines`` maps each dotted path to its line.
     """
 
-    __slots__ = ("env", "lines", "loader", "source")
+    __slots__ = ("_flattened", "env", "lines", "loader", "source")
 
     def __init__(self, loader: yaml.SafeLoader, source: str, env: Mapping[str, str]) -> None:
         self.loader = loader
         self.source = source
         self.env = env
         self.lines: dict[str, int] = {}
+        self._flattened: set[int] = set()
 
     def where(self, path: str, line: int | None = None) -> str:
         if line is None:
@@ -78,6 +79,18 @@ class YamlTree:
         if not isinstance(node, yaml.MappingNode):
             raise ConfigError(f"{self.where(path, node.start_mark.line + 1)}: expected a mapping "
                               f"(key: value lines), got {_kind(node)}")
+        if id(node) not in self._flattened:
+            self._check_keys(node, path)
+            self.loader.flatten_mapping(node)  # resolve '<<: *anchor' merge keys, explicit keys win
+            self._flattened.add(id(node))
+        out: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            out[key] = value_node
+            self.lines[_join(path, key)] = key_node.start_mark.line + 1  # explicit keys come last: win
+        return list(out.items())
+
+    def _check_keys(self, node: yaml.MappingNode, path: str) -> None:
         seen: dict[str, int] = {}
         for key_node, _ in node.value:
             if key_node.tag == _MERGE_TAG:
@@ -94,13 +107,6 @@ class YamlTree:
                     "names must be unique: remove or rename one"
                 )
             seen[key] = line
-        self.loader.flatten_mapping(node)  # resolve '<<: *anchor' merge keys, explicit keys win
-        out: dict[str, yaml.Node] = {}
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            out[key] = value_node
-            self.lines[_join(path, key)] = key_node.start_mark.line + 1  # explicit keys come last: win
-        return list(out.items())
 
     def value(self, node: yaml.Node, path: str, *, lenient: bool = False, depth: int = 0) -> Any:
         """The Python value of ``node``; in ``lenient`` mode an unset variable gives :data:`OMIT`."""
