@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from axonflow_llm.middleware.retry import RetryMiddleware
+from axonflow_llm.middleware.retry_config import RetryConfig
 from axonflow_llm.pipeline.errors import (
     APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     MalformedResponseError,
@@ -29,8 +34,9 @@ from axonflow_llm.pipeline.models import (
     StreamChunk,
     UsageStats,
 )
-from axonflow_llm.pipeline.pipeline import Pipeline
+from axonflow_llm.pipeline.pipeline import Layer, Pipeline
 from axonflow_llm.providers.anthropic import AnthropicProvider
+from axonflow_llm.testing.fake_server import FakeLLMServer, Fault, fake_llm_server
 
 KEY = "sk-ant-api03-FAKEFAKEFAKEFAKE-secret"
 
@@ -533,10 +539,11 @@ async def test_from_config_reads_every_field() -> None:
     assert rec.last.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
 
 
-def test_default_pipeline_is_built_when_none_is_given() -> None:
+async def test_default_pipeline_is_built_when_none_is_given() -> None:
     provider = AnthropicProvider(api_key=KEY)
     assert len(provider.pipeline) >= 1
     assert "AuthMiddleware" in provider.pipeline.names()
+    await provider.aclose()
 
 
 async def test_health_check_lists_models_without_spending_tokens() -> None:
@@ -570,3 +577,148 @@ def test_capabilities_and_cost_estimate() -> None:
     assert estimate.input_cost_per_1k == pytest.approx(0.003)
     assert estimate.output_cost_per_1k == pytest.approx(0.015)
     assert provider.estimate_cost(CompletionRequest(prompt="x", model="no-such-model")) is None
+
+
+# --- over real sockets, against the fake server ---------------------------------------------------------
+
+SOCKET_REQ = CompletionRequest(prompt="hello over a real socket")
+BOUND = 5.0  # seconds: no socket test may take longer, whatever the fault
+
+
+@pytest.fixture
+def llm_server() -> Iterator[FakeLLMServer]:
+    with fake_llm_server() as server:
+        yield server
+
+
+def over_sockets(server: FakeLLMServer, *, retry: bool = False, **kwargs: Any) -> AnthropicProvider:
+    """A provider with its own default HTTP client, pointed at the fake server."""
+    layers = [Layer(RetryMiddleware, config=RetryConfig(initial_backoff=0.001, max_backoff=0.01))] if retry else []
+    return AnthropicProvider(api_key=KEY, endpoint=server.url, pipeline=Pipeline(layers), **kwargs)
+
+
+async def finish(provider: AnthropicProvider, server: FakeLLMServer) -> None:
+    await provider.aclose()
+    assert await server.wait_for_open_connections(0, within=2.0) == 0
+
+
+async def test_plain_and_streamed_calls_over_sockets(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server)
+    async with asyncio.timeout(BOUND):
+        resp = await provider.complete(SOCKET_REQ)
+        assert resp.content == "echo: hello over a real socket"
+        assert resp.finish_reason is FinishReason.STOP
+        assert resp.usage.completion_tokens > 0
+        assert resp.request_id
+        seen = llm_server.last_request
+        assert seen.path == "/v1/messages"
+        assert seen.headers["x-api-key"] == KEY
+        assert seen.headers["anthropic-version"] == "2023-06-01"
+        chunks = await collect(provider, SOCKET_REQ)
+        assert "".join(c.content for c in chunks) == "echo: hello over a real socket"
+        assert chunks[-1].done
+        assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+        assert llm_server.last_request.json["stream"] is True
+    await finish(provider, llm_server)
+
+
+FAULTS: list[tuple[str, Fault, bool, type[Exception]]] = [
+    ("429", Fault.status(429, retry_after=0.01), False, RateLimitError),
+    ("529", Fault.status(529), False, OverloadedError),
+    ("500", Fault.status(500), True, ServerError),
+    ("401", Fault.status(401), False, AuthenticationError),
+    ("drop", Fault.drop_connection(), False, APIConnectionError),
+    ("drop", Fault.drop_connection(), True, APIConnectionError),
+    ("malformed", Fault.malformed_json(), False, MalformedResponseError),
+    ("malformed", Fault.malformed_json(), True, MalformedResponseError),
+    ("error event", Fault.error_event(after_chunks=1), True, OverloadedError),
+    ("error event first", Fault.error_event(after_chunks=0), True, OverloadedError),
+    ("no message_stop", Fault.missing_end_marker(), True, StreamInterruptedError),
+    ("drop mid-stream", Fault.drop_mid_stream(after_chunks=2), True, StreamInterruptedError),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "fault", "streaming", "cls"), FAULTS, ids=[f[0] + ("/stream" if f[2] else "") for f in FAULTS]
+)
+async def test_each_fault_ends_in_its_typed_error(
+    llm_server: FakeLLMServer, label: str, fault: Fault, streaming: bool, cls: type[Exception]
+) -> None:
+    provider = over_sockets(llm_server)
+    llm_server.enqueue(fault)
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(cls):
+            await call(provider, SOCKET_REQ, streaming=streaming)
+        # The provider is still usable afterwards.
+        assert (await provider.complete(SOCKET_REQ)).content.startswith("echo:")
+    await finish(provider, llm_server)
+
+
+RETRYABLE: list[tuple[str, Fault, bool]] = [
+    (label, fault, streaming)
+    for label, fault in [
+        ("429", Fault.status(429, retry_after=0.01)),
+        ("529", Fault.status(529, retry_after_ms=5)),
+        ("503", Fault.status(503)),
+        ("drop", Fault.drop_connection()),
+    ]
+    for streaming in (False, True)
+] + [("error-before-first-chunk", Fault.error_event(after_chunks=0), True)]
+
+
+@pytest.mark.parametrize(
+    ("label", "fault", "streaming"), RETRYABLE, ids=[r[0] + ("/stream" if r[2] else "") for r in RETRYABLE]
+)
+async def test_retryable_faults_succeed_on_retry(
+    llm_server: FakeLLMServer, label: str, fault: Fault, streaming: bool
+) -> None:
+    provider = over_sockets(llm_server, retry=True)
+    llm_server.enqueue(fault, times=2)
+    async with asyncio.timeout(BOUND):
+        if streaming:
+            chunks = await collect(provider, SOCKET_REQ)
+            assert "".join(c.content for c in chunks) == "echo: hello over a real socket"
+        else:
+            assert (await provider.complete(SOCKET_REQ)).content == "echo: hello over a real socket"
+    assert len(llm_server.requests) == 3
+    await finish(provider, llm_server)
+
+
+async def test_a_stall_beyond_the_timeout_is_a_timeout_not_a_hang(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server, timeout=0.2)
+    llm_server.enqueue(Fault.stall(before_first=2.0))
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(APITimeoutError):
+            await collect(provider, SOCKET_REQ)
+        llm_server.enqueue(Fault.latency(2.0))
+        with pytest.raises(APITimeoutError):
+            await provider.complete(SOCKET_REQ)
+    await finish(provider, llm_server)
+
+
+async def test_a_stream_closed_early_releases_its_connection(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server)
+    llm_server.enqueue(Fault.answer(chunks=["a", "b", "c", "d"]) | Fault.stall(between=0.05))
+    async with asyncio.timeout(BOUND):
+        async with provider.stream(SOCKET_REQ) as stream:
+            async for chunk in stream:
+                assert chunk.content == "a"
+                break
+    await finish(provider, llm_server)
+
+
+@pytest.mark.live
+async def test_live_call_to_anthropic() -> None:
+    if os.environ.get("AXONFLOW_LIVE_TESTS") != "1" or not os.environ.get("ANTHROPIC_API_KEY"):
+        pytest.skip("live test: set AXONFLOW_LIVE_TESTS=1 and ANTHROPIC_API_KEY to call the real Anthropic API")
+    provider = AnthropicProvider(model=os.environ.get("AXONFLOW_ANTHROPIC_MODEL", "claude-haiku-4-5"))
+    try:
+        async with asyncio.timeout(60):
+            resp = await provider.complete(CompletionRequest(prompt="Say OK.", max_tokens=5))
+            assert resp.content
+            assert resp.usage.total_tokens > 0
+            chunks = await collect(provider, CompletionRequest(prompt="Say OK.", max_tokens=5))
+            assert chunks[-1].done
+            assert (await provider.health_check()).status is HealthStatus.HEALTHY
+    finally:
+        await provider.aclose()
