@@ -212,6 +212,25 @@ async def test_openai_models_list(client: httpx.AsyncClient) -> None:
     assert body["data"][0]["object"] == "model"
 
 
+def test_models_option_sets_every_model_list() -> None:
+    with fake_llm_server(models=["m-1", "m-2"]) as server:
+        url = server.url
+        openai = httpx.get(url + "/v1/models", headers=AUTH).json()
+        assert [m["id"] for m in openai["data"]] == ["m-1", "m-2"]
+        anthropic = httpx.get(url + "/v1/models", headers={"x-api-key": "k", "anthropic-version": "2023-06-01"})
+        assert [m["id"] for m in anthropic.json()["data"]] == ["m-1", "m-2"]
+        tags = httpx.get(url + "/api/tags").json()
+        assert [m["name"] for m in tags["models"]] == ["m-1:latest", "m-2:latest"]
+        gemini = httpx.get(url + "/v1beta/models", headers={"x-goog-api-key": "k"}).json()
+        assert [m["name"] for m in gemini["models"]] == ["models/m-1", "models/m-2"]
+        assert httpx.get(url + "/v1beta/models/m-3", headers={"x-goog-api-key": "k"}).status_code == 404
+        bedrock = httpx.get(url + "/foundation-models/m-3", headers={"Authorization": "AWS4 x"})
+        assert bedrock.status_code == 404
+        assert bedrock.headers["x-amzn-errortype"].startswith("ResourceNotFoundException")
+    with pytest.raises(TypeError, match="list of model ids"):
+        FakeLLMServer(models="gpt-4o")
+
+
 def test_require_auth_false_accepts_anonymous_requests() -> None:
     with fake_llm_server(require_auth=False) as server:
         assert httpx.post(server.url + "/v1/chat/completions", json=BODY).status_code == 200
@@ -247,6 +266,19 @@ async def test_azure_plain_and_stream(
     assert sse_events(response.text)[-1] == (None, "[DONE]")
     models = await client.get("/openai/models?api-version=2024-10-21", headers={"api-key": "k"})
     assert models.json()["object"] == "list"
+
+
+async def test_azure_v1_api_needs_no_api_version_but_a_model(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    response = await client.post("/openai/v1/chat/completions", json=BODY, headers={"api-key": "k"})
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["message"]["content"] == "echo: hello there"
+    assert server.last_request.wire is WireFormat.AZURE_OPENAI
+    response = await client.post(
+        "/openai/v1/chat/completions", json={"messages": BODY["messages"]}, headers={"api-key": "k"}
+    )
+    assert response.status_code == 400
+    models = await client.get("/openai/v1/models", headers={"api-key": "k"})
+    assert models.json()["data"][0]["id"] == "gpt-4o-mini"
 
 
 async def test_azure_error_shape(server: FakeLLMServer, client: httpx.AsyncClient) -> None:

@@ -13,7 +13,7 @@ Start it (a background thread with its own event loop; works from sync and async
             yield server
 
     # or server = FakeLLMServer(); server.start(); ...; server.stop()
-    # FakeLLMServer(content="fixed answer", latency=0.0, require_auth=True, host=..., port=0)
+    # FakeLLMServer(content="fixed answer", latency=0.0, require_auth=True, models=None, host=..., port=0)
 
 Endpoints (base URL = ``server.url``; ``stream`` in the body unless the path says it):
 

@@ -43,6 +43,12 @@ class AnthropicWire(Wire):
         "content_filter": "refusal",
     }
 
+    default_models: ClassVar[tuple[str, ...]] = (
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-20250514",
+        "claude-3-5-haiku-20241022",
+    )
+
     def claims(self, headers: Mapping[str, str]) -> bool:
         return "anthropic-version" in headers or "x-api-key" in headers
 
@@ -127,22 +133,12 @@ class AnthropicWire(Wire):
             tail.append(_MESSAGE_STOP)
         return Frames(preamble, content, tail)
 
-    def models(self, call: Call) -> bytes:
+    def models(self, call: Call) -> bytes | ErrorReply:
         models = [
-            {
-                "type": "model",
-                "id": "claude-sonnet-4-20250514",
-                "display_name": "Claude Sonnet 4",
-                "created_at": "2025-05-22T00:00:00Z",
-            },
-            {
-                "type": "model",
-                "id": "claude-3-5-haiku-20241022",
-                "display_name": "Claude Haiku 3.5",
-                "created_at": "2024-10-22T00:00:00Z",
-            },
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-05-22T00:00:00Z"} for m in self.model_ids
         ]
-        return encode({"data": models, "has_more": False, "first_id": models[0]["id"], "last_id": models[-1]["id"]})
+        first, last = (models[0]["id"], models[-1]["id"]) if models else (None, None)
+        return encode({"data": models, "has_more": False, "first_id": first, "last_id": last})
 
     def error(
         self, call: Call, status: int, error_type: str | None, message: str | None

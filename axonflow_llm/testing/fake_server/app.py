@@ -22,7 +22,7 @@ _NO_FAULT = Fault()
 _decode = msgspec.json.decode
 
 
-def all_wires(require_auth: bool) -> list[Wire]:
+def all_wires(require_auth: bool, models: tuple[str, ...] | None) -> list[Wire]:
     from .anthropic import AnthropicWire
     from .bedrock import BedrockWire
     from .gemini import GeminiWire
@@ -37,7 +37,7 @@ def all_wires(require_auth: bool) -> list[Wire]:
         GeminiWire,
         BedrockWire,
     ]
-    return [cls(require_auth=require_auth) for cls in classes]
+    return [cls(require_auth=require_auth, models=models) for cls in classes]
 
 
 class _TrackingServer(web.Server):
@@ -66,7 +66,7 @@ class _Engine:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.router = Router(all_wires(state.require_auth))
+        self.router = Router(all_wires(state.require_auth, state.models))
         self.server: _TrackingServer | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -139,8 +139,14 @@ class _Engine:
             headers["Content-Type"] = "application/json"
             return await _send(request, status, body, headers, fault)
         if call.endpoint is Endpoint.MODELS:
+            listed = wire.models(call)
+            status = fault.status_code or 200
+            if isinstance(listed, ErrorReply):
+                status = listed.status
+                listed, extra = wire.error(call, status, listed.error_type, listed.message)
+                headers.update(extra)
             headers["Content-Type"] = "application/json"
-            return await _send(request, fault.status_code or 200, wire.models(call), headers, fault)
+            return await _send(request, status, listed, headers, fault)
         answer = self._answer(call, fault)
         if call.stream:
             return await _stream(request, wire, call, answer, headers, fault)

@@ -58,6 +58,11 @@ class BedrockWire(Wire):
         ("GET", r"/foundation-models/(?P<model>[^/]+)", Endpoint.MODELS),
     )
     stream_content_type: ClassVar[str] = "application/vnd.amazon.eventstream"
+    default_models: ClassVar[tuple[str, ...]] = (
+        "amazon.nova-lite-v1:0",
+        "anthropic.claude-3-5-sonnet-20240620-v1:0",
+        "meta.llama3-1-8b-instruct-v1:0",
+    )
     finish_reasons: ClassVar[Mapping[str, str]] = {
         "stop": "end_turn",
         "length": "max_tokens",
@@ -114,11 +119,13 @@ class BedrockWire(Wire):
             )
         return Frames(preamble, content, tail)
 
-    def models(self, call: Call) -> bytes:
+    def models(self, call: Call) -> bytes | ErrorReply:
         model_id = call.params.get("model")
         if model_id is not None:
+            if self.strict_models and model_id not in self.model_ids:
+                return ErrorReply(404, "ResourceNotFoundException", f"Could not find model {model_id}.")
             return encode({"modelDetails": _model(model_id)})
-        return encode({"modelSummaries": [_model("anthropic.claude-3-5-sonnet-20240620-v1:0")]})
+        return encode({"modelSummaries": [_model(m) for m in self.model_ids]})
 
     def error(
         self, call: Call, status: int, error_type: str | None, message: str | None

@@ -41,6 +41,7 @@ class GeminiWire(Wire):
         ("GET", "/v1beta/models", Endpoint.MODELS),
         ("GET", r"/v1beta/models/(?P<model>[^/:]+)", Endpoint.MODELS),
     )
+    default_models: ClassVar[tuple[str, ...]] = ("gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash")
     finish_reasons: ClassVar[Mapping[str, str]] = {
         "stop": "STOP",
         "length": "MAX_TOKENS",
@@ -116,12 +117,13 @@ class GeminiWire(Wire):
     def _sse(call: Call) -> bool:
         return call.query.get("alt") == "sse"
 
-    def models(self, call: Call) -> bytes:
-        models = [_model("gemini-2.0-flash", "Gemini 2.0 Flash"), _model("gemini-1.5-flash", "Gemini 1.5 Flash")]
+    def models(self, call: Call) -> bytes | ErrorReply:
         name = call.params.get("model")
         if name is not None:
-            return encode(_model(name, name))
-        return encode({"models": models})
+            if self.strict_models and name not in self.model_ids:
+                return ErrorReply(404, "NOT_FOUND", f"models/{name} is not found for API version v1beta.")
+            return encode(_model(name))
+        return encode({"models": [_model(m) for m in self.model_ids]})
 
     def error(
         self, call: Call, status: int, error_type: str | None, message: str | None
@@ -145,11 +147,11 @@ def _error(status: int, error_type: str | None, message: str | None) -> dict[str
     return {"error": {"code": status, "message": message or default_message, "status": error_type or default_status}}
 
 
-def _model(name: str, display: str) -> dict[str, Any]:
+def _model(name: str) -> dict[str, Any]:
     return {
         "name": f"models/{name}",
         "version": "001",
-        "displayName": display,
+        "displayName": name,
         "inputTokenLimit": 1048576,
         "outputTokenLimit": 8192,
         "supportedGenerationMethods": ["generateContent", "countTokens"],

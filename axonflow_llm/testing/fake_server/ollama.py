@@ -35,6 +35,7 @@ class OllamaWire(Wire):
         ("GET", "/api/tags", Endpoint.MODELS),
     )
     stream_content_type: ClassVar[str] = "application/x-ndjson"
+    default_models: ClassVar[tuple[str, ...]] = ("llama3.1", "llama3.2", "qwen2.5")
 
     def parse(self, call: Call, body: Any) -> ErrorReply | None:
         if not isinstance(body, dict):
@@ -87,23 +88,8 @@ class OllamaWire(Wire):
         tail = [encode(self._final(call, answer, "")) + b"\n"] if end_marker else []
         return Frames([], content, tail)
 
-    def models(self, call: Call) -> bytes:
-        model = {
-            "name": "llama3.2:latest",
-            "model": "llama3.2:latest",
-            "modified_at": "2024-10-01T12:00:00.000000000Z",
-            "size": 2019393189,
-            "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
-            "details": {
-                "parent_model": "",
-                "format": "gguf",
-                "family": "llama",
-                "families": ["llama"],
-                "parameter_size": "3.2B",
-                "quantization_level": "Q4_K_M",
-            },
-        }
-        return encode({"models": [model]})
+    def models(self, call: Call) -> bytes | ErrorReply:
+        return encode({"models": [_tag(m if ":" in m else m + ":latest") for m in self.model_ids]})
 
     def error(
         self, call: Call, status: int, error_type: str | None, message: str | None
@@ -122,3 +108,21 @@ class OllamaWire(Wire):
 
     def finish(self, reason: str) -> str:
         return "stop" if reason in ("content_filter", "tool_calls") else reason
+
+
+def _tag(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": "2024-10-01T12:00:00.000000000Z",
+        "size": 2019393189,
+        "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": "llama",
+            "families": ["llama"],
+            "parameter_size": "3.2B",
+            "quantization_level": "Q4_K_M",
+        },
+    }

@@ -51,6 +51,7 @@ class OpenAIWire(Wire):
     )
     finish_reasons: ClassVar[Mapping[str, str]] = {}
     azure: ClassVar[bool] = False
+    default_models: ClassVar[tuple[str, ...]] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini")
 
     def check(self, call: Call, headers: Mapping[str, str], query: Mapping[str, str]) -> ErrorReply | None:
         auth = headers.get("authorization", "")
@@ -161,16 +162,9 @@ class OpenAIWire(Wire):
             tail.append(_DONE)
         return Frames(preamble, content, tail)
 
-    def models(self, call: Call) -> bytes:
-        return encode(
-            {
-                "object": "list",
-                "data": [
-                    {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
-                    {"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
-                ],
-            }
-        )
+    def models(self, call: Call) -> bytes | ErrorReply:
+        data = [{"id": m, "object": "model", "created": 1721172741, "owned_by": "system"} for m in self.model_ids]
+        return encode({"object": "list", "data": data})
 
     def error(
         self, call: Call, status: int, error_type: str | None, message: str | None
@@ -240,22 +234,19 @@ class AzureOpenAIWire(OpenAIWire):
         rid = f"00000000-0000-4000-8000-{call.seq:012d}"
         return {"apim-request-id": rid, "x-request-id": rid, "x-ms-region": "East US"}
 
-    def models(self, call: Call) -> bytes:
-        return encode(
+    def models(self, call: Call) -> bytes | ErrorReply:
+        data = [
             {
-                "data": [
-                    {
-                        "id": "gpt-4o-mini",
-                        "status": "succeeded",
-                        "created_at": 1721260800,
-                        "lifecycle_status": "generally-available",
-                        "capabilities": {"chat_completion": True, "completion": False, "embeddings": False},
-                        "object": "model",
-                    }
-                ],
-                "object": "list",
+                "id": m,
+                "status": "succeeded",
+                "created_at": 1721260800,
+                "lifecycle_status": "generally-available",
+                "capabilities": {"chat_completion": True, "completion": False, "embeddings": False},
+                "object": "model",
             }
-        )
+            for m in self.model_ids
+        ]
+        return encode({"data": data, "object": "list"})
 
     def error(
         self, call: Call, status: int, error_type: str | None, message: str | None

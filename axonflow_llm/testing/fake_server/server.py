@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,10 @@ class FakeLLMServer:
         latency: seconds added before every response's headers.
         require_auth: refuse requests without the provider's credentials/version headers, as the real
             services do (the values are never checked).
+        models: the model ids every model list answers with (in each format's shape; Ollama adds
+            ``:latest``), and then the only ids a one-model lookup (Gemini, Bedrock) finds. By default each
+            format lists a few well-known ids, including the SDK providers' default models, and a one-model
+            lookup finds any id.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class FakeLLMServer:
         content: str | None = None,
         latency: float = 0.0,
         require_auth: bool = True,
+        models: Sequence[str] | None = None,
     ) -> None:
         if not latency >= 0:
             raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
@@ -65,7 +70,14 @@ class FakeLLMServer:
             raise ValueError(f"port must be 0..65535 (0 picks a free port), got {port}")
         self.host = host
         self._port = port
-        self._state = ServerState(content=content, latency=latency, require_auth=require_auth)
+        if isinstance(models, str):
+            raise TypeError('models must be a list of model ids, not one string: models=["gpt-4o-mini"]')
+        self._state = ServerState(
+            content=content,
+            latency=latency,
+            require_auth=require_auth,
+            models=tuple(models) if models is not None else None,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._running: Running | None = None

@@ -113,8 +113,11 @@ class _Scripted:
 class ServerState:
     """Shared between the test's thread and the server's loop: guarded by a lock where it mutates."""
 
-    def __init__(self, *, content: str | None, latency: float, require_auth: bool) -> None:
+    def __init__(
+        self, *, content: str | None, latency: float, require_auth: bool, models: tuple[str, ...] | None
+    ) -> None:
         self.content = content
+        self.models = models
         self.latency = latency
         self.require_auth = require_auth
         self.default: Fault | None = None

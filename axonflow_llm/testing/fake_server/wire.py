@@ -143,8 +143,14 @@ class Wire:
     #: Neutral finish reason -> this provider's value.
     finish_reasons: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, *, require_auth: bool = True) -> None:
+    #: The model ids this format lists by default (``FakeLLMServer(models=...)`` replaces them).
+    default_models: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, *, require_auth: bool = True, models: tuple[str, ...] | None = None) -> None:
         self.require_auth = require_auth
+        self.model_ids = models if models is not None else self.default_models
+        #: With an explicit list, asking for one model that is not in it gets the provider's 404.
+        self.strict_models = models is not None
 
     def claims(self, headers: Mapping[str, str]) -> bool:
         """Whether a request on a path this wire shares with another one is this wire's."""
@@ -175,7 +181,8 @@ class Wire:
     def stream(self, call: Call, answer: Answer, *, end_marker: bool) -> Frames:
         raise NotImplementedError
 
-    def models(self, call: Call) -> bytes:
+    def models(self, call: Call) -> bytes | ErrorReply:
+        """The model list (or one model); an ErrorReply for an unknown model."""
         raise NotImplementedError
 
     def error(
