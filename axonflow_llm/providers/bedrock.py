@@ -6,7 +6,6 @@ import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 
@@ -33,6 +32,7 @@ from .bedrock_wire import (
     build_body,
     model_family,
     model_path,
+    quote_model_id,
     to_response,
 )
 from .http_provider import HTTPProvider
@@ -69,7 +69,8 @@ class BedrockProvider(HTTPProvider):
     """Models on AWS Bedrock through the Converse API, as botocore's ``bedrock-runtime`` client sends it.
 
     A call is ``POST {endpoint}/model/{modelId}/converse`` (a stream: ``/converse-stream``, an AWS event
-    stream decoded with botocore's ``EventStreamBuffer``), the model id percent-encoded in the path. The
+    stream decoded with botocore's ``EventStreamBuffer``), the model id one percent-encoded path segment
+    (``:`` kept literal so that every transport sends the path that was signed). The
     body holds ``messages`` (``[{role, content: [{text}]}]``), ``system`` (``[{text}]``) and
     ``inferenceConfig`` (``maxTokens``, ``temperature``, ``topP``, ``stopSequences``). ``top_k`` has no
     Converse field: it is sent in ``additionalModelRequestFields`` as the family takes it (Claude
@@ -312,7 +313,7 @@ class BedrockProvider(HTTPProvider):
             return self._health(
                 HealthStatus.HEALTHY, clock.now() - start, f"{self.name}: credentials resolved (no request sent)"
             )
-        req = self.json_request("GET", f"{self._control_endpoint}/foundation-models/{quote(base, safe='')}")
+        req = self.json_request("GET", f"{self._control_endpoint}/foundation-models/{quote_model_id(base)}")
         req.extensions["timeout"] = httpx.Timeout(10.0, connect=5.0).as_dict()
         try:
             await self._send(req, auth, stream=False)

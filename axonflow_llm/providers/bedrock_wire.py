@@ -26,6 +26,7 @@ __all__ = [
     "finish_reason",
     "model_family",
     "model_path",
+    "quote_model_id",
     "to_response",
 ]
 
@@ -118,9 +119,16 @@ _encode = msgspec.json.Encoder().encode
 
 
 def model_path(model_id: str, *, stream: bool) -> str:
-    """``/model/{modelId}/converse[-stream]`` with the id percent-encoded as botocore does (``:`` and the
-    ``/`` of an ARN included)."""
-    return f"/model/{quote(model_id, safe='')}/{'converse-stream' if stream else 'converse'}"
+    """``/model/{modelId}/converse[-stream]``, the id as one path segment: ``/`` (in ARNs) and anything
+    else outside ``[A-Za-z0-9-_.~:]`` percent-encoded. ``:`` stays literal (RFC 3986 allows it in a path
+    segment, as Bedrock's own curl examples send it): some transports (aiohttp's URL library) decode
+    ``%3A`` on the way out, and the SigV4 signature must cover the path exactly as the server sees it."""
+    return f"/model/{quote_model_id(model_id)}/{'converse-stream' if stream else 'converse'}"
+
+
+def quote_model_id(model_id: str) -> str:
+    """A model id (or ARN) as one URL path segment; see :func:`model_path`."""
+    return quote(model_id, safe=":")
 
 
 def model_family(model_id: str) -> str | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import json
+import os
 import re
 import struct
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,11 @@ from botocore.auth import SigV4Auth as BotoSigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from axonflow_llm.middleware.retry import RetryMiddleware
+from axonflow_llm.middleware.retry_config import RetryConfig
 from axonflow_llm.pipeline.errors import (
+    APIConnectionError,
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConfigError,
@@ -37,9 +43,10 @@ from axonflow_llm.pipeline.models import (
     StreamChunk,
     UsageStats,
 )
-from axonflow_llm.pipeline.pipeline import Pipeline
+from axonflow_llm.pipeline.pipeline import Layer, Pipeline
 from axonflow_llm.providers.bedrock import BedrockProvider
 from axonflow_llm.providers.sigv4 import SigV4Auth
+from axonflow_llm.testing.fake_server import FakeLLMServer, Fault, RecordedRequest, fake_llm_server
 
 ACCESS_KEY = "AKIDEXAMPLEFAKE12345"
 SECRET = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYFAKESECRETKEY"
@@ -229,7 +236,7 @@ async def test_plain_call_sends_the_documented_converse_request() -> None:
     req = rec.last
     assert req.method == "POST"
     assert req.url.host == "bedrock-runtime.us-west-2.amazonaws.com"
-    assert req.url.raw_path == b"/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+    assert req.url.raw_path == b"/model/anthropic.claude-3-haiku-20240307-v1:0/converse"
     assert req.headers["content-type"] == "application/json"
     assert rec.body() == {
         "messages": [{"role": "user", "content": [{"text": "Create a list of 3 pop songs."}]}],
@@ -290,7 +297,7 @@ async def test_session_token_is_sent_and_signed() -> None:
 async def test_streamed_call_goes_to_converse_stream() -> None:
     rec = Recorder(event_stream(*EXAMPLE_EVENTS))
     await collect(make(rec), REQ)
-    assert rec.last.url.raw_path == b"/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream"
+    assert rec.last.url.raw_path == b"/model/anthropic.claude-3-haiku-20240307-v1:0/converse-stream"
     assert rec.last.headers["accept"] == "application/vnd.amazon.eventstream"
     assert resign(rec.last, Credentials(ACCESS_KEY, SECRET)) in rec.last.headers["authorization"]
 
@@ -300,8 +307,8 @@ async def test_model_arns_are_percent_encoded_in_the_path() -> None:
     arn = "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0"
     await make(rec).complete(CompletionRequest(prompt="x", model=arn))
     assert rec.last.url.raw_path == (
-        b"/model/arn%3Aaws%3Abedrock%3Aus-west-2%3A123456789012%3Ainference-profile%2F"
-        b"us.anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        b"/model/arn:aws:bedrock:us-west-2:123456789012:inference-profile%2F"
+        b"us.anthropic.claude-3-haiku-20240307-v1:0/converse"
     )
     assert resign(rec.last, Credentials(ACCESS_KEY, SECRET)) in rec.last.headers["authorization"]
 
@@ -655,7 +662,7 @@ async def test_from_config_reads_the_region() -> None:
     )
     await provider.complete(REQ)
     assert rec.last.url.host == "bedrock-runtime.eu-west-1.amazonaws.com"
-    assert rec.last.url.raw_path == b"/model/amazon.nova-pro-v1%3A0/converse"
+    assert rec.last.url.raw_path == b"/model/amazon.nova-pro-v1:0/converse"
     assert provider.type is ProviderType.BEDROCK
 
 
@@ -666,7 +673,7 @@ async def test_health_check_asks_the_control_plane_about_the_model() -> None:
     sent = rec.last
     assert sent.method == "GET"
     assert sent.url.host == "bedrock.us-west-2.amazonaws.com"
-    assert sent.url.raw_path == b"/foundation-models/anthropic.claude-3-haiku-20240307-v1%3A0"
+    assert sent.url.raw_path == b"/foundation-models/anthropic.claude-3-haiku-20240307-v1:0"
     assert resign(sent, Credentials(ACCESS_KEY, SECRET)) in sent.headers["authorization"]
 
 
@@ -699,3 +706,194 @@ def test_capabilities_and_cost_follow_the_model() -> None:
     estimate = make(rec, model="amazon.nova-lite-v1:0").estimate_cost(CompletionRequest(prompt="x", max_tokens=1000))
     assert estimate is not None
     assert estimate.output_cost_per_1k == pytest.approx(0.00024)
+
+
+# --- over real sockets, against the fake server ---------------------------------------------------------
+
+SOCKET_REQ = CompletionRequest(prompt="hello over a real socket")
+BOUND = 5.0  # seconds: no socket test may take longer, whatever the fault
+
+
+@pytest.fixture
+def llm_server() -> Iterator[FakeLLMServer]:
+    with fake_llm_server() as server:
+        yield server
+
+
+def over_sockets(server: FakeLLMServer, *, retry: bool = False, **kwargs: Any) -> BedrockProvider:
+    layers = [Layer(RetryMiddleware, config=RetryConfig(initial_backoff=0.001, max_backoff=0.01))] if retry else []
+    kwargs.setdefault("settings", {**CREDS, "aws_session_token": TOKEN})
+    return BedrockProvider(region=REGION, endpoint=server.url, pipeline=Pipeline(layers), **kwargs)
+
+
+def resign_received(seen: RecordedRequest) -> str:
+    """The signature of the request exactly as the server received it (path, headers and body bytes)."""
+    sent = httpx.Request(
+        seen.method,
+        f"http://{seen.headers['host']}{seen.raw_path}",
+        params=seen.query,
+        headers=seen.headers,
+        content=seen.body,
+    )
+    return resign(sent, Credentials(ACCESS_KEY, SECRET, TOKEN))
+
+
+async def finish(provider: BedrockProvider, server: FakeLLMServer) -> None:
+    await provider.aclose()
+    assert await server.wait_for_open_connections(0, within=2.0) == 0
+
+
+async def test_plain_and_streamed_calls_over_sockets(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server, model="amazon.nova-lite-v1:0")
+    async with asyncio.timeout(BOUND):
+        resp = await provider.complete(SOCKET_REQ)
+        assert resp.content == "echo: hello over a real socket"
+        assert resp.finish_reason is FinishReason.STOP
+        assert resp.usage.total_tokens > 0
+        assert resp.request_id
+        seen = llm_server.last_request
+        assert seen.raw_path == "/model/amazon.nova-lite-v1:0/converse"
+        assert resign_received(seen) in seen.headers["authorization"]  # what arrived is what was signed
+        assert seen.model == "amazon.nova-lite-v1:0"
+        assert seen.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+        assert seen.headers["x-amz-security-token"] == TOKEN
+        chunks = await collect(provider, SOCKET_REQ)
+        assert "".join(c.content for c in chunks) == "echo: hello over a real socket"
+        final = chunks[-1]
+        assert final.done and final.finish_reason is FinishReason.STOP
+        assert final.usage is not None and final.usage.total_tokens > 0
+        assert llm_server.last_request.raw_path == "/model/amazon.nova-lite-v1:0/converse-stream"
+    await finish(provider, llm_server)
+
+
+async def test_an_arn_model_id_arrives_as_one_signed_path_segment(llm_server: FakeLLMServer) -> None:
+    arn = "arn:aws:bedrock:us-west-2:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0"
+    provider = over_sockets(llm_server, model=arn)
+    async with asyncio.timeout(BOUND):
+        await provider.complete(SOCKET_REQ)
+        await collect(provider, SOCKET_REQ)
+    for seen in llm_server.requests:
+        assert seen.model == arn
+        assert "inference-profile%2Fus." in seen.raw_path
+        assert resign_received(seen) in seen.headers["authorization"]
+    await finish(provider, llm_server)
+
+
+FAULTS: list[tuple[str, Fault, bool, type[Exception]]] = [
+    ("429", Fault.status(429, retry_after=0.01), False, RateLimitError),
+    ("503", Fault.status(503), True, ServerError),
+    ("400", Fault.status(400), False, BadRequestError),
+    ("403", Fault.status(403), True, AuthenticationError),
+    ("drop", Fault.drop_connection(), False, APIConnectionError),
+    ("drop", Fault.drop_connection(), True, APIConnectionError),
+    ("malformed", Fault.malformed_json(), False, MalformedResponseError),
+    ("malformed", Fault.malformed_json(after_chunks=1), True, MalformedResponseError),
+    ("throttling event", Fault.error_event(after_chunks=1), True, RateLimitError),
+    (
+        "validation event",
+        Fault.error_event(after_chunks=1, error_type="validationException", message="bad"),
+        True,
+        BadRequestError,
+    ),
+    ("no messageStop/metadata", Fault.missing_end_marker(), True, StreamInterruptedError),
+    ("drop mid-stream", Fault.drop_mid_stream(after_chunks=2), True, StreamInterruptedError),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "fault", "streaming", "cls"), FAULTS, ids=[f[0] + ("/stream" if f[2] else "") for f in FAULTS]
+)
+async def test_each_fault_ends_in_its_typed_error(
+    llm_server: FakeLLMServer, label: str, fault: Fault, streaming: bool, cls: type[Exception]
+) -> None:
+    provider = over_sockets(llm_server)
+    llm_server.enqueue(fault)
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(cls) as info:
+            await call(provider, SOCKET_REQ, streaming=streaming)
+        assert SECRET not in str(info.value) and TOKEN not in str(info.value)
+        assert (await provider.complete(SOCKET_REQ)).content.startswith("echo:")
+    await finish(provider, llm_server)
+
+
+RETRYABLE: list[tuple[str, Fault, bool]] = [
+    (label, fault, streaming)
+    for label, fault in [
+        ("429", Fault.status(429, retry_after=0.01)),
+        ("500", Fault.status(500)),
+        ("503", Fault.status(503)),
+        ("drop", Fault.drop_connection()),
+    ]
+    for streaming in (False, True)
+] + [("throttled-before-first-chunk", Fault.error_event(after_chunks=0), True)]
+
+
+@pytest.mark.parametrize(
+    ("label", "fault", "streaming"), RETRYABLE, ids=[r[0] + ("/stream" if r[2] else "") for r in RETRYABLE]
+)
+async def test_retryable_faults_succeed_on_retry_each_attempt_signed_afresh(
+    llm_server: FakeLLMServer, label: str, fault: Fault, streaming: bool
+) -> None:
+    provider = over_sockets(llm_server, retry=True)
+    llm_server.enqueue(fault, times=2)
+    async with asyncio.timeout(BOUND):
+        if streaming:
+            chunks = await collect(provider, SOCKET_REQ)
+            assert "".join(c.content for c in chunks) == "echo: hello over a real socket"
+        else:
+            assert (await provider.complete(SOCKET_REQ)).content == "echo: hello over a real socket"
+    assert len(llm_server.requests) == 3
+    for seen in llm_server.requests:
+        assert resign_received(seen) in seen.headers["authorization"]
+    await finish(provider, llm_server)
+
+
+async def test_a_stall_beyond_the_timeout_is_a_timeout_not_a_hang(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server, timeout=0.2)
+    llm_server.enqueue(Fault.stall(before_first=2.0))
+    async with asyncio.timeout(BOUND):
+        with pytest.raises(APITimeoutError):
+            await collect(provider, SOCKET_REQ)
+    await finish(provider, llm_server)
+
+
+async def test_a_stream_closed_early_releases_its_connection(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server)
+    llm_server.enqueue(Fault.answer(chunks=["a", "b", "c", "d"]) | Fault.stall(between=0.05))
+    async with asyncio.timeout(BOUND):
+        async with provider.stream(SOCKET_REQ) as stream:
+            async for chunk in stream:
+                assert chunk.content == "a"
+                break
+    await finish(provider, llm_server)
+
+
+async def test_health_check_over_sockets(llm_server: FakeLLMServer) -> None:
+    provider = over_sockets(llm_server, model="amazon.nova-lite-v1:0")
+    async with asyncio.timeout(BOUND):
+        result = await provider.health_check()
+        assert result.status is HealthStatus.HEALTHY, result.message
+        assert llm_server.last_request.raw_path == "/foundation-models/amazon.nova-lite-v1:0"
+        llm_server.enqueue(Fault.status(503), endpoint="models")
+        assert (await provider.health_check()).status is HealthStatus.UNHEALTHY
+    await finish(provider, llm_server)
+
+
+@pytest.mark.live
+async def test_live_call_to_bedrock() -> None:
+    model = os.environ.get("AXONFLOW_BEDROCK_MODEL")
+    if os.environ.get("AXONFLOW_LIVE_TESTS") != "1" or not model:
+        pytest.skip(
+            "live test: set AXONFLOW_LIVE_TESTS=1, AXONFLOW_BEDROCK_MODEL, AWS credentials and region "
+            "to call the real Bedrock Runtime"
+        )
+    provider = BedrockProvider(model=model)
+    try:
+        async with asyncio.timeout(60):
+            resp = await provider.complete(CompletionRequest(prompt="Say OK.", max_tokens=10))
+            assert resp.usage.total_tokens > 0
+            chunks = await collect(provider, CompletionRequest(prompt="Say OK.", max_tokens=10))
+            assert chunks[-1].done
+            assert (await provider.health_check()).status is HealthStatus.HEALTHY
+    finally:
+        await provider.aclose()
