@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import subprocess
 import sys
@@ -313,6 +314,20 @@ async def test_retry_after_http_date_and_custom_error(server: FakeLLMServer, cli
     assert response.headers["retry-after"] == date
     assert response.headers["x-extra"] == "1"
     assert response.json()["error"]["message"] == "busy"
+
+
+async def test_retry_after_from_an_aware_datetime(server: FakeLLMServer, client: httpx.AsyncClient) -> None:
+    when = datetime.datetime(2037, 10, 21, 7, 28, tzinfo=datetime.UTC)
+    server.enqueue(Fault.status(429, retry_after=when))
+    assert (await _chat(client)).headers["retry-after"] == "Wed, 21 Oct 2037 07:28:00 GMT"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        Fault.status(429, retry_after=datetime.datetime(2037, 1, 1))
+
+
+def test_record_false_keeps_no_requests() -> None:
+    with fake_llm_server(record=False) as server:
+        assert httpx.post(server.url + "/v1/chat/completions", json=BODY, headers=AUTH).status_code == 200
+        assert server.requests == []
 
 
 async def test_faults_are_fifo_and_filtered(server: FakeLLMServer, client: httpx.AsyncClient) -> None:

@@ -13,7 +13,8 @@ Start it (a background thread with its own event loop; works from sync and async
             yield server
 
     # or server = FakeLLMServer(); server.start(); ...; server.stop()
-    # FakeLLMServer(content="fixed answer", latency=0.0, require_auth=True, models=None, host=..., port=0)
+    # FakeLLMServer(content="fixed answer", latency=0.0, require_auth=True, models=None, record=True,
+    #               host="127.0.0.1", port=0)
 
 Endpoints (base URL = ``server.url``; ``stream`` in the body unless the path says it):
 
@@ -69,7 +70,8 @@ What happened::
     server.reset()           # clears the queue, the default fault and the records
 
 Command line (for benchmarks): ``python -m axonflow_llm.testing.fake_server --port 8080 [--host 127.0.0.1]
-[--latency 0.0] [--content TEXT]`` prints the URL and serves until interrupted.
+[--latency 0.0] [--content TEXT] [--no-auth] [--record]`` prints the URL and serves until interrupted (it
+keeps no request records unless ``--record``).
 
 Needs aiohttp (``pip install 'axonflow-llm[testing]'``); it is imported only when a server starts.
 """

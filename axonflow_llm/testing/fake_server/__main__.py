@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before every response")
     parser.add_argument("--content", default=None, help="fixed answer text instead of the echo")
     parser.add_argument("--no-auth", action="store_true", help="accept requests without credentials")
+    parser.add_argument(
+        "--record", action="store_true", help="keep every request in memory (off: memory stays flat under load)"
+    )
     args = parser.parse_args(argv)
     try:
         server = FakeLLMServer(
@@ -28,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             latency=args.latency,
             content=args.content,
             require_auth=not args.no_auth,
+            record=args.record,
         )
     except ValueError as exc:
         parser.error(str(exc))

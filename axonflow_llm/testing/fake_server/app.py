@@ -91,7 +91,8 @@ class _Engine:
             received_at=received,
             connection_id=conn,
         )
-        state.records.append(record)
+        if state.record:
+            state.records.append(record)
         if body:
             try:
                 record.json = _decode(body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -130,14 +132,21 @@ class Fault(msgspec.Struct, frozen=True, kw_only=True):
         cls,
         code: int,
         *,
-        retry_after: float | str | None = None,
+        retry_after: float | str | datetime.datetime | None = None,
         retry_after_ms: int | None = None,
         should_retry: bool | None = None,
         error_type: str | None = None,
         message: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Fault:
-        """Answer ``code`` with the provider's error body (its own shape) and the given headers."""
+        """Answer ``code`` with the provider's error body (its own shape) and the given headers.
+
+        ``retry_after``: seconds, a string sent as is, or an aware datetime (sent as an HTTP-date).
+        """
+        if isinstance(retry_after, datetime.datetime):
+            if retry_after.tzinfo is None:
+                raise ValueError("retry_after datetime must be timezone-aware, e.g. datetime.now(timezone.utc)")
+            retry_after = email.utils.format_datetime(retry_after.astimezone(datetime.UTC), usegmt=True)
         return cls(
             status_code=code,
             retry_after=retry_after,

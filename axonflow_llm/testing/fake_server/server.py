@@ -52,6 +52,7 @@ class FakeLLMServer:
             ``:latest``), and then the only ids a one-model lookup (Gemini, Bedrock) finds. By default each
             format lists a few well-known ids, including the SDK providers' default models, and a one-model
             lookup finds any id.
+        record: keep every request in ``requests`` (False for long benchmark runs: memory stays flat).
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class FakeLLMServer:
         latency: float = 0.0,
         require_auth: bool = True,
         models: Sequence[str] | None = None,
+        record: bool = True,
     ) -> None:
         if not latency >= 0:
             raise ValueError(f"latency must be >= 0 seconds, got {latency!r}")
@@ -77,6 +79,7 @@ class FakeLLMServer:
             latency=latency,
             require_auth=require_auth,
             models=tuple(models) if models is not None else None,
+            record=record,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

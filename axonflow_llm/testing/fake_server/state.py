@@ -114,9 +114,16 @@ class ServerState:
     """Shared between the test's thread and the server's loop: guarded by a lock where it mutates."""
 
     def __init__(
-        self, *, content: str | None, latency: float, require_auth: bool, models: tuple[str, ...] | None
+        self,
+        *,
+        content: str | None,
+        latency: float,
+        require_auth: bool,
+        models: tuple[str, ...] | None,
+        record: bool = True,
     ) -> None:
         self.content = content
+        self.record = record
         self.models = models
         self.latency = latency
         self.require_auth = require_auth
