@@ -229,6 +229,7 @@ def to_response(
     fallback_model: str,
 ) -> CompletionResponse:
     """Map a decoded ``:generateContent`` answer to a :class:`CompletionResponse` (first candidate's text).
+    The request id is the response header's, else the body's ``responseId``.
 
     A prompt blocked before generation (no candidates, ``promptFeedback.blockReason``) gives empty
     content with finish reason ``content_filter``. No candidates and no block reason is malformed.
@@ -256,7 +257,7 @@ def to_response(
         finish_reason=reason,
         latency=latency,
         provider=provider,
-        request_id=request_id,
+        request_id=request_id or resp.response_id or None,
         metadata=meta,
     )
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from axonflow_llm.middleware.retry import RetryMiddleware
 from axonflow_llm.middleware.retry_config import RetryConfig
@@ -722,3 +724,19 @@ async def test_live_call_to_anthropic() -> None:
             assert (await provider.health_check()).status is HealthStatus.HEALTHY
     finally:
         await provider.aclose()
+
+
+@settings(deadline=None, max_examples=60)
+@given(texts=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=8))
+async def test_any_text_deltas_come_out_as_sent_then_done(texts: list[str]) -> None:
+    deltas = "".join(
+        "event: content_block_delta\ndata: "
+        + json.dumps({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}})
+        + "\n\n"
+        for t in texts
+    )
+    head, tail = EXAMPLE_STREAM.split("event: content_block_delta", 1)
+    tail = tail[tail.index("event: content_block_stop") :]
+    chunks = await collect(make(Recorder(sse(head + deltas + tail))), REQ)
+    assert [c.content for c in chunks[:-1]] == texts
+    assert chunks[-1].done and not any(c.done for c in chunks[:-1])

@@ -18,6 +18,8 @@ import pytest
 from botocore.auth import SigV4Auth as BotoSigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from axonflow_llm.middleware.retry import RetryMiddleware
 from axonflow_llm.middleware.retry_config import RetryConfig
@@ -897,3 +899,19 @@ async def test_live_call_to_bedrock() -> None:
             assert (await provider.health_check()).status is HealthStatus.HEALTHY
     finally:
         await provider.aclose()
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    texts=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=8),
+    piece=st.integers(min_value=1, max_value=200),
+)
+async def test_event_stream_decoding_does_not_depend_on_how_the_bytes_arrive(texts: list[str], piece: int) -> None:
+    deltas = [event("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": t}}) for t in texts]
+    data = b"".join([EXAMPLE_EVENTS[0], *deltas, *EXAMPLE_EVENTS[3:]])
+    response = httpx.Response(
+        200, headers={"content-type": "application/vnd.amazon.eventstream"}, stream=ChunkedBody(data, piece)
+    )
+    chunks = await collect(make(Recorder(response)), REQ)
+    assert [c.content for c in chunks[:-1]] == texts
+    assert chunks[-1].done and chunks[-1].usage == UsageStats(prompt_tokens=12, completion_tokens=6, total_tokens=18)

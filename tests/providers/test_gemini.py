@@ -258,6 +258,8 @@ async def test_documented_response_maps_to_a_completion_response() -> None:
     assert resp.finish_reason is FinishReason.STOP
     assert resp.provider == "gemini"
     assert resp.request_id == "rid-1"
+    resp = await make(Recorder(httpx.Response(200, json=EXAMPLE_RESPONSE))).complete(REQ)
+    assert resp.request_id == "mAitaJyLBp-bz7IPtLfP6Qg"  # no header: the body's responseId
 
 
 async def test_thought_parts_are_not_content_but_thinking_tokens_are_completion_tokens() -> None:
