@@ -7,7 +7,7 @@ import math
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,6 +34,7 @@ from ..registry.registry import checked_health
 from .strategies import Member, RoutingStrategy, estimated_cost, make_strategy
 
 if TYPE_CHECKING:
+    from ..middleware.pricing import ModelPrice
     from ..registry.registry import Registry
 
 __all__ = ["RoutedStream", "Router"]
@@ -122,9 +123,17 @@ class Router(BaseProvider):
 
     # -- members --------------------------------------------------------------------------------------
 
-    def add(self, provider: Provider, *, priority: int = 0, weight: float = 1.0) -> Router:
+    def add(
+        self,
+        provider: Provider,
+        *,
+        priority: int = 0,
+        weight: float = 1.0,
+        prices: Mapping[str, ModelPrice] | None = None,
+    ) -> Router:
         """Route to ``provider`` too; higher ``priority`` is tried first, ``weight`` is its share under
-        ``weighted`` (and breaks priority ties). Returns the router, so calls chain."""
+        ``weighted`` (and breaks priority ties); ``prices`` (``{model: ModelPrice}``) override the price
+        table for ``lowest_cost``. Returns the router, so calls chain."""
         if provider is self:
             raise ValueError("a router cannot route to itself")
         if not isinstance(provider, Provider):
@@ -140,7 +149,11 @@ class Router(BaseProvider):
         if any(m.name == provider.name for m in self._members):
             raise ValueError(f"the router already has a provider named {provider.name!r}")
         index = len(self._members)
-        self._members.append(Member(provider, priority=priority, weight=float(weight), index=index))
+        if prices is not None and not isinstance(prices, Mapping):
+            raise TypeError(f"prices must be a mapping of model name to ModelPrice, got {type(prices).__name__}")
+        self._members.append(
+            Member(provider, priority=priority, weight=float(weight), index=index, prices=prices)
+        )
         self._members.sort(key=lambda m: (-m.priority, -m.weight, m.index))
         return self
 
@@ -161,7 +174,17 @@ class Router(BaseProvider):
         router = cls(**options)
         for name, provider in registry.providers().items():
             config = registry.config(name)
-            router.add(provider, priority=config.priority, weight=config.weight)
+            pricing = config.settings.get("pricing")
+            prices = None
+            if pricing:
+                from ..middleware.pricing import ModelPrice
+
+                prices = {
+                    model: p if isinstance(p, ModelPrice) else ModelPrice(
+                        input_per_1m=_field(p, "input_per_1m"), output_per_1m=_field(p, "output_per_1m"))
+                    for model, p in pricing.items()
+                }
+            router.add(provider, priority=config.priority, weight=config.weight, prices=prices)
         return router
 
     @property
@@ -419,10 +442,10 @@ class Router(BaseProvider):
         priority order that can estimate."""
         members = self._members
         if self._strategy_name == "lowest_cost":
-            members = sorted(members, key=lambda m: estimated_cost(m.provider, request))
+            members = sorted(members, key=lambda m: estimated_cost(m, request))
         for m in members:
             try:
-                estimate = m.provider.estimate_cost(request)
+                estimate = m.estimate(request)
             except Exception:
                 continue
             if estimate is not None:
@@ -480,6 +503,11 @@ async def _health_loop(ref: weakref.ReferenceType[Router], interval: float, cloc
         except Exception as exc:  # never let the loop die of one bad round
             _log.warning("route.health_check_failed", router=router.name, error=type(exc).__name__)
         del router
+
+
+def _field(value: Any, name: str) -> float:
+    got: Any = value.get(name) if isinstance(value, Mapping) else getattr(value, name)
+    return float(got)
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool = False) -> None:

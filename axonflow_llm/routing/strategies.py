@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
-from ..pipeline.models import CompletionRequest
+from ..pipeline.models import CompletionRequest, CostEstimate
 from ..pipeline.provider import Provider
 
 __all__ = [
@@ -29,16 +29,38 @@ class Member:
     says why (``"circuit_open"``, ``"rate_limited"``, ``"unhealthy"``, ``"error: ServerError"``).
     """
 
-    __slots__ = ("cool_reason", "cool_until", "index", "name", "priority", "provider", "weight")
+    __slots__ = ("cool_reason", "cool_until", "index", "name", "prices", "priority", "provider", "weight")
 
-    def __init__(self, provider: Provider, *, priority: int, weight: float, index: int) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        priority: int,
+        weight: float,
+        index: int,
+        prices: Mapping[str, Any] | None = None,
+    ) -> None:
         self.provider = provider
         self.name = provider.name
         self.priority = priority
         self.weight = weight
         self.index = index
+        self.prices = prices
         self.cool_until = -math.inf
         self.cool_reason: str | None = None
+
+    def estimate(self, request: CompletionRequest) -> CostEstimate | None:
+        """The provider's cost estimate for ``request``; with ``prices`` (``{model: ModelPrice}``, e.g. the
+        ``pricing`` of its configuration), those prices win for the models they name."""
+        if self.prices:
+            from ..middleware.pricing import PriceTable, estimate_cost
+
+            model = request.model or getattr(self.provider, "model", None)
+            if model:
+                table = PriceTable(self.prices)
+                if table.get(model) is not None:
+                    return estimate_cost(request, model=model, prices=table)
+        return self.provider.estimate_cost(request)
 
     def cool(self, until: float, reason: str) -> None:
         self.cool_until = until
@@ -118,20 +140,21 @@ class RoundRobinStrategy:
 
 
 class LowestCostStrategy:
-    """Cheapest first, by ``provider.estimate_cost(request).total_estimate``; a provider that cannot
-    estimate (``None``, or its estimator raised) goes last. Ties keep priority order."""
+    """Cheapest first, by ``provider.estimate_cost(request).total_estimate`` (or the member's own
+    ``prices``); a provider that cannot estimate (``None``, or its estimator raised) goes last. Ties keep
+    priority order."""
 
     __slots__ = ()
     name = "lowest_cost"
 
     def order(self, members: Sequence[Member], request: CompletionRequest) -> list[Member]:
-        return sorted(members, key=lambda m: estimated_cost(m.provider, request))
+        return sorted(members, key=lambda m: estimated_cost(m, request))
 
 
-def estimated_cost(provider: Provider, request: CompletionRequest) -> float:
-    """``provider``'s estimated cost of ``request`` in USD, or ``inf`` when it cannot say."""
+def estimated_cost(member: Member, request: CompletionRequest) -> float:
+    """The member's estimated cost of ``request`` in USD, or ``inf`` when it cannot say."""
     try:
-        estimate = provider.estimate_cost(request)
+        estimate = member.estimate(request)
     except Exception:
         return math.inf
     if estimate is None:
