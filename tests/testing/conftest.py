@@ -19,6 +19,13 @@ def server() -> Iterator[FakeLLMServer]:
 
 
 @pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A sync httpx client (no TLS context to build: fast)."""
+    with httpx.Client(timeout=5.0, verify=False) as sync_client:
+        yield sync_client
+
+
+@pytest.fixture
 async def client(server: FakeLLMServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=5.0, verify=False) as http:
         yield http
