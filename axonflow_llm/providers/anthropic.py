@@ -46,7 +46,6 @@ _CAPABILITIES = (
     Capability.CODE_GENERATION,
     Capability.LONG_CONTEXT,
 )
-_STREAM_HEADERS = {"accept": "text/event-stream"}
 
 
 class AnthropicProvider(HTTPProvider):
@@ -123,7 +122,7 @@ class AnthropicProvider(HTTPProvider):
             max_tokens=self._body_max_tokens,
             stream=ctx.streaming,
         )
-        return self.json_request("POST", self._messages_url, body, headers=_STREAM_HEADERS if ctx.streaming else None)
+        return self.json_request("POST", self._messages_url, body)
 
     def parse_response(
         self, response: httpx.Response, request: CompletionRequest, *, latency: float

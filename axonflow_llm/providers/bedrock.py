@@ -46,7 +46,6 @@ BEARER_ENV = "AWS_BEARER_TOKEN_BEDROCK"
 SIGNING_NAME = "bedrock"
 
 _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
-_STREAM_HEADERS = {"accept": "application/vnd.amazon.eventstream"}
 _HEALTH_MODES = ("control_plane", "credentials")
 _BASE = (Capability.CHAT, Capability.COMPLETION, Capability.STREAMING)
 _RICH = (*_BASE, Capability.FUNCTION_CALLING, Capability.CODE_GENERATION, Capability.LONG_CONTEXT)
@@ -183,7 +182,7 @@ class BedrockProvider(HTTPProvider):
         self._control_endpoint = str(control).rstrip("/")
         self._buffer_cls = botocore.eventstream.EventStreamBuffer
         self._parser_error = botocore.eventstream.ParserError
-        self._urls: dict[tuple[str, bool], str] = {}
+        self._model_urls: dict[tuple[str, bool], str] = {}
 
     @classmethod
     def from_config(
@@ -214,11 +213,11 @@ class BedrockProvider(HTTPProvider):
     # -- mapping ---------------------------------------------------------------------------------------
 
     def _model_url(self, model: str, stream: bool) -> str:
-        url = self._urls.get((model, stream))
+        url = self._model_urls.get((model, stream))
         if url is None:
             url = self.url(model_path(model, stream=stream))
-            if len(self._urls) < 256:
-                self._urls[(model, stream)] = url
+            if len(self._model_urls) < 256:
+                self._model_urls[(model, stream)] = url
         return url
 
     def build_request(self, request: CompletionRequest, ctx: CallContext) -> httpx.Request:
@@ -226,9 +225,7 @@ class BedrockProvider(HTTPProvider):
         body = build_body(
             request, model_id=model, max_tokens=self.default_max_tokens, additional_fields=self._additional
         )
-        if ctx.streaming:
-            return self.json_request("POST", self._model_url(model, True), body, headers=_STREAM_HEADERS)
-        return self.json_request("POST", self._model_url(model, False), body)
+        return self.json_request("POST", self._model_url(model, ctx.streaming), body)
 
     async def send(self, request: CompletionRequest, ctx: CallContext) -> Reply:
         """One attempt; the credentials are made ready first (resolved once, refreshed before expiry)."""

@@ -41,8 +41,6 @@ _CAPABILITIES = (
     Capability.CODE_GENERATION,
     Capability.LONG_CONTEXT,
 )
-_STREAM_PARAMS = {"alt": "sse"}
-_STREAM_HEADERS = {"accept": "text/event-stream"}
 
 
 class GeminiProvider(HTTPProvider):
@@ -105,15 +103,15 @@ class GeminiProvider(HTTPProvider):
             cost_estimator=self._estimate_cost,
             headers={str(k): str(v) for k, v in extra.items()} if extra else None,
         )
-        self._urls: dict[tuple[str, bool], str] = {}
+        self._model_urls: dict[tuple[str, bool], str] = {}
 
     def _model_url(self, model: str, stream: bool) -> str:
-        url = self._urls.get((model, stream))
+        url = self._model_urls.get((model, stream))
         if url is None:
-            method = "streamGenerateContent" if stream else "generateContent"
+            method = "streamGenerateContent?alt=sse" if stream else "generateContent"
             url = self.url(f"/{API_VERSION}/{quote(model_path(model), safe='/')}:{method}")
-            if len(self._urls) < 256:
-                self._urls[(model, stream)] = url
+            if len(self._model_urls) < 256:
+                self._model_urls[(model, stream)] = url
         return url
 
     # -- mapping ---------------------------------------------------------------------------------------
@@ -121,11 +119,7 @@ class GeminiProvider(HTTPProvider):
     def build_request(self, request: CompletionRequest, ctx: CallContext) -> httpx.Request:
         model = request.model or self._info.model or DEFAULT_GEMINI_MODEL
         body = build_body(request, max_tokens=self.default_max_tokens)
-        if ctx.streaming:
-            return self.json_request(
-                "POST", self._model_url(model, True), body, headers=_STREAM_HEADERS, params=_STREAM_PARAMS
-            )
-        return self.json_request("POST", self._model_url(model, False), body)
+        return self.json_request("POST", self._model_url(model, ctx.streaming), body)
 
     def parse_response(
         self, response: httpx.Response, request: CompletionRequest, *, latency: float

@@ -163,8 +163,12 @@ class SigV4Auth(Auth):
             value = request.headers.get(name)
             if value is not None:
                 headers[name] = value
+        try:
+            body = request.content
+        except httpx.RequestNotRead:
+            body = request.read()  # an in-memory body not yet marked as read (a bodiless GET, say)
         aws = self._botocore.awsrequest.AWSRequest(
-            method=request.method, url=str(request.url), data=request.content, headers=headers
+            method=request.method, url=str(request.url), data=body, headers=headers
         )
         self._botocore.auth.SigV4Auth(creds, self._service, self._region).add_auth(aws)
         for name in _SET_BY_SIGNER:
