@@ -60,6 +60,18 @@ def test_fake_llm_server_helper_starts_and_stops(http: httpx.Client) -> None:
         _ = server.port
 
 
+def test_a_busy_port_is_reported() -> None:
+    with FakeLLMServer() as first:
+        second = FakeLLMServer(port=first.port)
+        with pytest.raises(RuntimeError, match="could not listen"):
+            second.start()
+
+
+async def test_large_bodies_are_accepted(client: httpx.AsyncClient) -> None:
+    big = {**BODY, "messages": [{"role": "user", "content": "x" * 3_000_000}]}
+    assert (await _chat(client, big)).status_code == 200
+
+
 def test_bad_options_are_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match="latency"):
         FakeLLMServer(latency=-1)

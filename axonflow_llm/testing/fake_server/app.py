@@ -9,6 +9,9 @@ from urllib.parse import unquote
 
 import msgspec
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from .faults import Endpoint, Fault
@@ -19,6 +22,7 @@ from .wire import Answer, Call, ErrorReply, Wire, estimate_tokens, split_chunks
 __all__ = ["Running", "start_server"]
 
 _NO_FAULT = Fault()
+_MAX_BODY = 64 * 1024 * 1024
 _decode = msgspec.json.decode
 
 
@@ -44,9 +48,20 @@ class _TrackingServer(web.Server):
     """aiohttp's low-level server, counting open connections and numbering them in accept order."""
 
     def __init__(self, engine: _Engine) -> None:
-        super().__init__(engine.handle, handler_cancellation=True, access_log=None)
+        super().__init__(engine.handle, request_factory=self._request, handler_cancellation=True, access_log=None)
         self._state = engine.state
         self.ids: dict[RequestHandler, int] = {}
+
+    def _request(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # Bodies up to 64 MiB (aiohttp's default limit is 1 MiB; Anthropic accepts 32 MB).
+        return web.BaseRequest(message, payload, protocol, writer, task, self._loop, client_max_size=_MAX_BODY)
 
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
