@@ -135,6 +135,9 @@ class AnthropicProvider(HTTPProvider):
             fallback_model=request.model or self._info.model or "",
         )
 
+    def request_id(self, response: httpx.Response) -> str | None:
+        return response.headers.get("request-id") or super().request_id(response)
+
     async def parse_stream(self, response: httpx.Response, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         state = AnthropicStreamState(
             provider=self.name,

@@ -268,6 +268,9 @@ class BedrockProvider(HTTPProvider):
             model=request.model or self._info.model or "",
         )
 
+    def request_id(self, response: httpx.Response) -> str | None:
+        return response.headers.get("x-amzn-requestid") or super().request_id(response)
+
     async def parse_stream(self, response: httpx.Response, request: CompletionRequest) -> AsyncIterator[StreamChunk]:
         ctype = response.headers.get("content-type", "")
         if "json" in ctype:
