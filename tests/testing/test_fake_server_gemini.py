@@ -104,3 +104,15 @@ async def test_drop_and_malformed_chunk(server: FakeLLMServer, client: httpx.Asy
     server.enqueue(Fault.drop_mid_stream(after_chunks=1))
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         await client.post(SSE, json=BODY, headers=KEY)
+
+
+@pytest.mark.parametrize("after", [0, 2])
+async def test_error_inside_a_json_array_stream_keeps_the_array_valid(
+    server: FakeLLMServer, client: httpx.AsyncClient, after: int
+) -> None:
+    server.enqueue(Fault.error_event(after_chunks=after))
+    path = "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+    text = (await client.post(path, json=BODY, headers=KEY)).text
+    items = json.loads(text + "]")  # the stream ends after the error, without the closing bracket
+    assert len(items) == after + 1
+    assert items[-1]["error"]["status"] == "UNAVAILABLE"

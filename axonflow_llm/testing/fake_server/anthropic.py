@@ -153,14 +153,14 @@ class AnthropicWire(Wire):
         }
         return encode(body), {}
 
-    def error_event(self, call: Call, error_type: str | None, message: str | None) -> bytes:
+    def error_event(self, call: Call, error_type: str | None, message: str | None, *, index: int = 0) -> bytes:
         body = {
             "type": "error",
             "error": {"type": error_type or "overloaded_error", "message": message or "Overloaded"},
         }
         return sse(encode(body), "error")
 
-    def malformed_event(self, call: Call) -> bytes:
+    def malformed_event(self, call: Call, *, index: int = 0) -> bytes:
         return sse(
             b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":', "content_block_delta"
         )

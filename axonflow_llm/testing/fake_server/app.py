@@ -242,11 +242,11 @@ async def _stream(
     count = len(frames.content)
     for i in range(count + 1):
         if i == bad_at:
-            await response.write(wire.malformed_event(call))
+            await response.write(wire.malformed_event(call, index=i))
         if i == drop_at:
             return _abort(request)
         if i == error_at:
-            await response.write(wire.error_event(call, fault.error_type, fault.error_message))
+            await response.write(wire.error_event(call, fault.error_type, fault.error_message, index=i))
             await response.write_eof()
             return response
         if i < count:

@@ -137,7 +137,7 @@ class BedrockWire(Wire):
         headers = {"x-amzn-ErrorType": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/"}
         return encode({"message": message or default_message}), headers
 
-    def error_event(self, call: Call, error_type: str | None, message: str | None) -> bytes:
+    def error_event(self, call: Call, error_type: str | None, message: str | None, *, index: int = 0) -> bytes:
         headers = {
             ":exception-type": error_type or "throttlingException",
             ":content-type": "application/json",
@@ -145,7 +145,7 @@ class BedrockWire(Wire):
         }
         return encode_event_message(headers, encode({"message": message or _ERRORS[429][1]}))
 
-    def malformed_event(self, call: Call) -> bytes:
+    def malformed_event(self, call: Call, *, index: int = 0) -> bytes:
         headers = {":event-type": "contentBlockDelta", ":content-type": "application/json", ":message-type": "event"}
         return encode_event_message(headers, b'{"contentBlockIndex":0,"delta":{"text":')
 

@@ -130,14 +130,14 @@ class GeminiWire(Wire):
     ) -> tuple[bytes, dict[str, str]]:
         return encode(_error(status, error_type, message)), {}
 
-    def error_event(self, call: Call, error_type: str | None, message: str | None) -> bytes:
+    def error_event(self, call: Call, error_type: str | None, message: str | None, *, index: int = 0) -> bytes:
         code = _STATUS_CODES.get(error_type or "", 503)
         body = encode(_error(code, error_type or "UNAVAILABLE", message))
-        return sse(body, crlf=True) if self._sse(call) else b",\r\n" + body
+        return sse(body, crlf=True) if self._sse(call) else (b",\r\n" if index else b"") + body
 
-    def malformed_event(self, call: Call) -> bytes:
+    def malformed_event(self, call: Call, *, index: int = 0) -> bytes:
         bad = b'{"candidates": [{"content": {"parts": [{"text": '
-        return sse(bad, crlf=True) if self._sse(call) else b",\r\n" + bad
+        return sse(bad, crlf=True) if self._sse(call) else (b",\r\n" if index else b"") + bad
 
 
 def _error(status: int, error_type: str | None, message: str | None) -> dict[str, Any]:

@@ -100,10 +100,10 @@ class OllamaWire(Wire):
                 message = f'model "{call.model}" not found, try pulling it first'
         return encode({"error": message}), {}
 
-    def error_event(self, call: Call, error_type: str | None, message: str | None) -> bytes:
+    def error_event(self, call: Call, error_type: str | None, message: str | None, *, index: int = 0) -> bytes:
         return encode({"error": message or _ERRORS[500]}) + b"\n"
 
-    def malformed_event(self, call: Call) -> bytes:
+    def malformed_event(self, call: Call, *, index: int = 0) -> bytes:
         return b'{"model":"' + (call.model or "").encode() + b'","message":{"role":"assistant","content":\n'
 
     def finish(self, reason: str) -> str:

@@ -182,7 +182,7 @@ class OpenAIWire(Wire):
         }
         return encode(body), {}
 
-    def error_event(self, call: Call, error_type: str | None, message: str | None) -> bytes:
+    def error_event(self, call: Call, error_type: str | None, message: str | None, *, index: int = 0) -> bytes:
         return sse(
             encode(
                 {

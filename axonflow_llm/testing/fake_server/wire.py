@@ -191,12 +191,12 @@ class Wire:
         """An error response body in the provider's shape, and any headers it carries."""
         raise NotImplementedError
 
-    def error_event(self, call: Call, error_type: str | None, message: str | None) -> bytes:
-        """The provider's error event inside a 200 stream."""
+    def error_event(self, call: Call, error_type: str | None, message: str | None, *, index: int = 0) -> bytes:
+        """The provider's error event inside a 200 stream, after ``index`` text chunks."""
         raise NotImplementedError
 
-    def malformed_event(self, call: Call) -> bytes:
-        """A stream event whose data is not valid JSON."""
+    def malformed_event(self, call: Call, *, index: int = 0) -> bytes:
+        """A stream event whose data is not valid JSON, after ``index`` text chunks."""
         return sse(b'{"id": "broken", "choices": [')
 
     def malformed_body(self, call: Call) -> bytes:
