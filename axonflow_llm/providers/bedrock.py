@@ -247,15 +247,7 @@ class BedrockProvider(HTTPProvider):
             finally:
                 await response.aclose()
         err = APIError.from_response(response, provider=self.name, message=_error_message(response))
-        # The session token travels in x-amz-security-token, which the generic scrubber does not know.
-        token = http_request.headers.get("x-amz-security-token")
-        scrub = getattr(auth, "scrub", None)
-        for attr in ("message", "body"):
-            text = getattr(err, attr)
-            if text:
-                text = redact(text, [token] if token else [])
-                setattr(err, attr, scrub(text) if scrub is not None else text)
-        raise err
+        raise _scrubbed(err, http_request, auth)
 
     def parse_response(
         self, response: httpx.Response, request: CompletionRequest, *, latency: float
@@ -289,7 +281,10 @@ class BedrockProvider(HTTPProvider):
             for message in messages:
                 if state.finished:
                     continue  # after messageStop and metadata: read to the end of the body
-                chunk = state.feed(message.headers, message.payload)
+                try:
+                    chunk = state.feed(message.headers, message.payload)
+                except APIError as err:
+                    raise _scrubbed(err, response.request, self._info.auth) from None
                 if chunk is not None:
                     yield chunk
                 elif state.finished:
@@ -337,6 +332,19 @@ class BedrockProvider(HTTPProvider):
         return estimate_cost(
             request, model=request.model or self._info.model, provider_type=ProviderType.BEDROCK.value, **kwargs
         )
+
+
+def _scrubbed(err: APIError, request: httpx.Request, auth: Any) -> APIError:
+    """``err`` with the session token (sent in ``x-amz-security-token``, which the generic scrubber does
+    not know) and the auth's own secrets replaced by ``***`` in its message and body."""
+    token = request.headers.get("x-amz-security-token")
+    scrub = getattr(auth, "scrub", None)
+    for attr in ("message", "body"):
+        text = getattr(err, attr)
+        if text:
+            text = redact(text, [token] if token else [])
+            setattr(err, attr, scrub(text) if scrub is not None else text)
+    return err
 
 
 def _error_message(response: httpx.Response) -> str | None:

@@ -469,6 +469,13 @@ async def test_exception_events_raise_typed_errors(kind: str, cls: type[Exceptio
     assert body.closed
 
 
+async def test_exception_events_never_echo_the_session_token() -> None:
+    response = event_stream(exception("validationException", f"bad token {TOKEN}"))
+    with pytest.raises(BadRequestError) as info:
+        await collect(make(Recorder(response), settings={**CREDS, "aws_session_token": TOKEN}), REQ)
+    assert TOKEN not in str(info.value) and TOKEN not in (info.value.body or "")
+
+
 async def test_model_stream_errors_are_worth_retrying() -> None:
     response = event_stream(exception("modelStreamErrorException", "model failed"))
     with pytest.raises(ServerError) as info:
