@@ -127,3 +127,34 @@ async def test_drop_mid_event_stream(server: FakeLLMServer, client: httpx.AsyncC
     server.enqueue(Fault.drop_mid_stream(after_chunks=1))
     with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
         await client.post(STREAM, json=BODY, headers=AUTH)
+
+
+def test_botocores_own_client_speaks_to_the_fake(server: FakeLLMServer) -> None:
+    import botocore.session
+    from botocore.config import Config
+    from botocore.exceptions import ClientError, EventStreamError
+
+    client = botocore.session.get_session().create_client(
+        "bedrock-runtime",
+        region_name="us-east-1",
+        endpoint_url=server.url,
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="not-a-secret",
+        config=Config(retries={"total_max_attempts": 1, "mode": "standard"}),
+    )
+    model = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+    messages = [{"role": "user", "content": [{"text": "hi boto"}]}]
+    answer = client.converse(modelId=model, messages=messages)
+    assert answer["output"]["message"]["content"] == [{"text": "echo: hi boto"}]
+    assert answer["usage"]["totalTokens"] == 5
+    assert server.last_request.raw_path == f"/model/{MODEL}/converse"
+    events = list(client.converse_stream(modelId=model, messages=messages)["stream"])
+    assert [next(iter(e)) for e in events][-3:] == ["contentBlockStop", "messageStop", "metadata"]
+    server.enqueue(Fault.error_event(after_chunks=1))
+    with pytest.raises(EventStreamError, match="throttlingException"):
+        list(client.converse_stream(modelId=model, messages=messages)["stream"])
+    server.enqueue(Fault.status(429))
+    with pytest.raises(ClientError) as caught:
+        client.converse(modelId=model, messages=messages)
+    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+    client.close()
