@@ -43,7 +43,7 @@ from axonflow_llm.pipeline.models import (
 from axonflow_llm.pipeline.pipeline import Pipeline
 from axonflow_llm.pipeline.provider import BaseProvider
 
-from .transport import default_http_client, default_timeout, transport_errors, user_agent
+from .transport import AiohttpTransport, default_timeout, default_transport, transport_errors, user_agent
 
 __all__ = ["HTTPChunkStream", "HTTPProvider"]
 
@@ -160,7 +160,16 @@ class HTTPProvider(BaseProvider):
             )
         t = default_timeout(timeout)
         owns = http_client is None
-        client = default_http_client(timeout=t) if http_client is None else http_client
+        # Our own client: requests go straight to its transport (no per-call cookie, hook, redirect or auth
+        # machinery, none of which it uses). A client handed in is used through client.send(), so its
+        # configuration (base headers, event hooks, httpx.Auth, mounts) applies.
+        self._direct: httpx.AsyncBaseTransport | None = None
+        if http_client is None:
+            self._direct = default_transport()
+            client = httpx.AsyncClient(transport=self._direct, timeout=t)
+        else:
+            client = http_client
+        self._urls: dict[str, tuple[httpx.URL, httpx.Headers]] = {}
         self._base_url = endpoint.rstrip("/")
         self.default_max_tokens = max_tokens
         # A client handed in keeps its own timeout unless one was asked for here.
@@ -303,10 +312,33 @@ class HTTPProvider(BaseProvider):
         content = msgspec.json.encode(body) if body is not None else None
         if self._merge_client_config:
             req = self.client.build_request(method, url, content=content, headers=hdrs, params=params)
-        else:
+        elif params is not None or headers is not None:
             req = httpx.Request(method, url, content=content, headers=hdrs, params=params)
+        else:
+            req = self._fast_request(method, url, content)
         if self._timeout_ext is not None:
             req.extensions["timeout"] = self._timeout_ext
+        return req
+
+    def _fast_request(self, method: str, url: str, content: bytes | None) -> httpx.Request:
+        """``httpx.Request`` without re-parsing the URL or re-normalising the common headers on every call
+        (each distinct URL is parsed once; httpx's URL parser and header rebuild are most of a request's
+        construction cost). The result is the same request httpx would build."""
+        template = self._urls.get(url)
+        if template is None:
+            parsed = httpx.URL(url)
+            template = (parsed, httpx.Headers({"host": parsed.netloc.decode("ascii"), **self._headers}))
+            if len(self._urls) < 256:
+                self._urls[url] = template
+        parsed, base = template
+        headers = httpx.Headers(base, "ascii")  # the common headers are ASCII: skip the re-check
+        if content is None:
+            if method in ("POST", "PUT", "PATCH"):
+                headers["content-length"] = "0"
+            return httpx.Request(method, parsed, headers=headers, stream=httpx.ByteStream(b""))
+        headers["content-length"] = str(len(content))
+        req = httpx.Request(method, parsed, headers=headers, stream=httpx.ByteStream(content))
+        req.read()  # marks the body as loaded, as httpx does for content=
         return req
 
     def decode(self, response: httpx.Response, type: type[T] | msgspec.json.Decoder[T]) -> T:
@@ -455,7 +487,22 @@ class HTTPProvider(BaseProvider):
                     raise TypeError(
                         f"{self.name}: auth must have apply(request) or be an httpx.Auth, got {type_name(auth)}"
                     )
-            return await self.client.send(http_request, stream=stream)
+            direct = self._direct
+            if direct is None:
+                return await self.client.send(http_request, stream=stream)
+            if not stream and isinstance(direct, AiohttpTransport):
+                response = await direct.handle_buffered(http_request)
+                response.request = http_request
+                return response
+            response = await direct.handle_async_request(http_request)
+            response.request = http_request
+            if not stream:
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()
+                    raise
+            return response
         except self._transport_errors as exc:
             raise self._connection_error(exc) from exc
 

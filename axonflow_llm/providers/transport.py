@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Literal
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
 
 import httpx
 
 __all__ = [
+    "AiohttpTransport",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_LIMITS",
     "DEFAULT_TIMEOUT",
     "TransportName",
     "aiohttp_available",
     "default_http_client",
+    "default_transport",
     "default_timeout",
     "transport_errors",
     "user_agent",
@@ -36,10 +39,7 @@ def aiohttp_available() -> bool:
     """Whether the aiohttp-backed transport can be used (``pip install axonflow-llm[aiohttp]``)."""
     global _AIOHTTP
     if _AIOHTTP is None:
-        _AIOHTTP = (
-            importlib.util.find_spec("aiohttp") is not None
-            and importlib.util.find_spec("httpx_aiohttp") is not None
-        )
+        _AIOHTTP = importlib.util.find_spec("aiohttp") is not None
     return _AIOHTTP
 
 
@@ -67,37 +67,182 @@ def user_agent() -> str:
     return f"axonflow-llm/{version}"
 
 
+def default_transport(
+    *, limits: httpx.Limits = DEFAULT_LIMITS, transport: TransportName = "auto"
+) -> httpx.AsyncBaseTransport:
+    """The transport a provider's own client uses: :class:`AiohttpTransport` when aiohttp is installed (for
+    ``"auto"``), else httpx's own pool."""
+    if transport not in ("auto", "aiohttp", "httpx"):
+        raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
+    if transport == "aiohttp" or (transport == "auto" and aiohttp_available()):
+        if not aiohttp_available():
+            raise ValueError("transport='aiohttp' needs aiohttp: pip install 'axonflow-llm[aiohttp]'")
+        return AiohttpTransport(limits=limits)
+    return httpx.AsyncHTTPTransport(limits=limits)
+
+
 def default_http_client(
     *,
     timeout: float | httpx.Timeout | None = None,
     transport: TransportName = "auto",
     limits: httpx.Limits = DEFAULT_LIMITS,
 ) -> httpx.AsyncClient:
-    """A new pooled ``httpx.AsyncClient`` for one provider (the provider owns and closes it).
+    """A new pooled ``httpx.AsyncClient`` on :func:`default_transport` (the caller owns and closes it).
 
-    ``transport="auto"`` uses ``httpx_aiohttp.AiohttpTransport`` when aiohttp is installed: measured on
-    loopback (``benchmarks/http_loopback.py``) it costs a fraction of the client CPU of httpx's own pool
-    under concurrency and keeps the httpx API (auth, MockTransport, event hooks) for everything above it.
-    Without aiohttp, httpx's own pool is used. ``"aiohttp"`` requires it; ``"httpx"`` forces httpx's pool.
-
-    No redirects are followed (an API redirect is a misconfigured endpoint, reported as an error) and no
-    proxy is taken from the environment by the aiohttp transport; pass your own ``http_client`` for that.
+    Measured on loopback (``benchmarks/http_loopback.py``), the aiohttp-backed transport costs a fraction
+    of the client CPU of httpx's own pool under concurrency, and keeps the httpx API (auth, MockTransport,
+    event hooks) for everything above it. No redirects are followed (an API redirect is a misconfigured
+    endpoint, reported as an error); environment proxies are not used by the aiohttp transport: hand a
+    provider your own ``http_client`` for a proxy.
     """
-    if transport not in ("auto", "aiohttp", "httpx"):
-        raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
-    t = default_timeout(timeout)
-    use_aiohttp = transport == "aiohttp" or (transport == "auto" and aiohttp_available())
-    if use_aiohttp:
-        if not aiohttp_available():
-            raise ValueError(
-                "transport='aiohttp' needs the aiohttp extra: pip install 'axonflow-llm[aiohttp]'"
-            )
-        from httpx_aiohttp import AiohttpTransport
+    return httpx.AsyncClient(
+        transport=default_transport(limits=limits, transport=transport), timeout=default_timeout(timeout)
+    )
 
-        return httpx.AsyncClient(
-            transport=AiohttpTransport(limits=limits), timeout=t, limits=limits
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """An ``httpx`` transport on one pooled ``aiohttp.ClientSession``: httpx's API, aiohttp's speed.
+
+    Leaner than ``httpx_aiohttp``'s: timeouts are cached per value, the body is streamed with
+    ``iter_any`` (each network read as it arrives, which is what SSE wants), and every aiohttp error is
+    mapped to the httpx exception of the same meaning (a dropped connection is ``RemoteProtocolError``,
+    not a timeout). The session is opened lazily, on the event loop of the first request, and closed by
+    ``aclose()``. ``limits.max_connections`` bounds the pool; ``keepalive_expiry`` how long an idle
+    connection is kept. Cookies are not stored (API calls do not need them).
+    """
+
+    def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS, verify: bool | Any = True) -> None:
+        self._limit = limits.max_connections or 0
+        self._keepalive = limits.keepalive_expiry
+        self._verify = verify
+        self._session: Any = None
+        self._timeouts: dict[tuple[Any, ...], Any] = {}
+        self._closed = False
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        if self._closed:
+            raise RuntimeError("the transport is closed")
+        ssl: Any = httpx.create_ssl_context(verify=self._verify) if self._verify is not True else True
+        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive or 15.0, ssl=ssl)
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
         )
-    return httpx.AsyncClient(timeout=t, limits=limits)
+        return self._session
+
+    def _timeout(self, t: Mapping[str, float | None] | None) -> Any:
+        key = (t.get("connect"), t.get("read"), t.get("pool")) if t else (None, None, None)
+        ct = self._timeouts.get(key)
+        if ct is None:
+            import aiohttp
+
+            connect, read, pool = key
+            ct = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
+            if len(self._timeouts) < 64:
+                self._timeouts[key] = ct
+        return ct
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self._send(request)
+        reason = response.reason
+        return httpx.Response(
+            response.status, headers=response.raw_headers, stream=_AiohttpBody(response),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason.encode() if reason else b""},
+        )
+
+    async def _send(self, request: httpx.Request) -> Any:
+        session = self._session or self._open()
+        data: Any
+        try:
+            data = request.content or None
+        except httpx.RequestNotRead:
+            data = request.stream
+            request.headers.pop("transfer-encoding", None)  # aiohttp frames the body itself
+        try:
+            response = await session._request(
+                request.method, str(request.url), headers=request.headers.multi_items(), data=data,
+                allow_redirects=False, timeout=self._timeout(request.extensions.get("timeout")),
+            )
+        except BaseException as exc:
+            raise _mapped(exc) from exc
+        return response
+
+    async def handle_buffered(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and read the whole body: a read ``httpx.Response`` (decoded per its
+        ``Content-Encoding``), the connection already back in the pool. For answers that are not streamed."""
+        response = await self._send(request)
+        try:
+            body = await response.read()
+        except (Exception, TimeoutError) as exc:
+            response.close()
+            raise _mapped(exc) from exc
+        finally:
+            response.release()
+        reason = response.reason
+        out = httpx.Response(
+            response.status, headers=response.raw_headers, stream=httpx.ByteStream(body),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason.encode() if reason else b""},
+        )
+        if "content-encoding" in response.headers:
+            out.read()  # httpx decodes gzip/deflate/br as usual
+        else:
+            # An identity body is its own content: what read() would store, without its generator
+            # machinery (a third of a small call's client time). httpx < 1 keeps it in _content.
+            out._content = body
+            out.is_stream_consumed = True
+            out.is_closed = True
+        return out
+
+    async def aclose(self) -> None:
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+
+class _AiohttpBody(httpx.AsyncByteStream):
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, Exception) as exc:
+            raise _mapped(exc) from exc
+
+    async def aclose(self) -> None:
+        # Back to the pool if the body was read to the end; otherwise the connection is closed.
+        self._response.release()
+
+
+def _mapped(exc: BaseException) -> BaseException:
+    """The httpx exception for an aiohttp one (others pass through unchanged)."""
+    import aiohttp
+
+    if isinstance(exc, httpx.HTTPError) or not isinstance(exc, aiohttp.ClientError | TimeoutError):
+        return exc
+    msg = str(exc) or type(exc).__name__
+    cls: type[httpx.TransportError]
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        cls = httpx.ConnectTimeout
+    elif isinstance(exc, TimeoutError):
+        cls = httpx.ReadTimeout
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        cls = httpx.ConnectError
+    elif isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientResponseError):
+        cls = httpx.RemoteProtocolError
+    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
+        cls = httpx.ReadError
+    elif isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        cls = httpx.UnsupportedProtocol
+    else:
+        cls = httpx.NetworkError
+    return cls(msg)
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
