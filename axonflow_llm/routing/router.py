@@ -40,6 +40,54 @@ if TYPE_CHECKING:
 __all__ = ["RoutedStream", "Router"]
 
 _log = structlog.get_logger("axonflow_llm.routing")
+# structlog's global configuration, watched so a reconfiguration is noticed with three identity checks.
+_STRUCTLOG_CONFIG: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
+_DEBUG = 10
+
+
+class _RouteLog:
+    """The routing logger bound once per structlog configuration, so that a filtered-out ``route.chosen``
+    debug event costs a few attribute reads per call instead of a logger bind."""
+
+    __slots__ = ("_bound", "_check", "_debug_on", "_seen")
+
+    def __init__(self) -> None:
+        self._seen: tuple[Any, Any, Any] | None = None
+        self._bound: Any = None
+        self._check: Any = None
+        self._debug_on = True
+
+    def bound(self) -> Any:
+        cfg = _STRUCTLOG_CONFIG
+        seen = self._seen
+        if cfg is None:
+            return _log
+        if (
+            seen is None
+            or cfg.default_wrapper_class is not seen[0]
+            or cfg.default_processors is not seen[1]
+            or cfg.logger_factory is not seen[2]
+        ):
+            self._seen = (cfg.default_wrapper_class, cfg.default_processors, cfg.logger_factory)
+            try:
+                bound = _log.bind()
+            except Exception:  # a broken configuration: let structlog complain on use
+                bound = _log
+            self._bound = bound
+            check = getattr(bound, "is_enabled_for", None) or getattr(bound, "isEnabledFor", None)
+            filtering = getattr(structlog, "make_filtering_bound_logger", None)
+            static = filtering is not None and type(bound).__name__.startswith("BoundLoggerFilteringAt")
+            self._check = None if (check is None or static) else check
+            self._debug_on = bool(check(_DEBUG)) if (check is not None and static) else True
+        return self._bound
+
+    def debug_enabled(self) -> bool:
+        self.bound()
+        check = self._check
+        return self._debug_on if check is None else bool(check(_DEBUG))
+
+
+_route_log = _RouteLog()
 
 #: ``on_route(route)``: called with every routing decision (the dict also put in ``metadata["route"]``).
 RouteCallback = Callable[[dict[str, Any]], None]
@@ -252,6 +300,9 @@ class Router(BaseProvider):
                     raise
                 last = exc
                 continue
+            inner = response.metadata.get("route")
+            if inner is not None:  # answered by a router in turn: keep its decision
+                route["via"] = inner
             self._succeeded(member, route, ctx)
             return msgspec.structs.replace(response, metadata={**response.metadata, "route": route})
         assert last is not None
@@ -280,6 +331,9 @@ class Router(BaseProvider):
             except BaseException:
                 await _close_quietly(stream)
                 raise
+            inner = getattr(stream, "route", None)
+            if inner is not None:  # a router in turn: keep its decision
+                route["via"] = inner
             self._succeeded(member, route, ctx)
             try:
                 if first is not None:
@@ -352,12 +406,13 @@ class Router(BaseProvider):
             if skipped:
                 note += f"; skipped: {skipped}"
             error.add_note(note)
-            _log.warning("route.failed", router=self.name, attempted=route["attempted"], skipped=route["skipped"])
+            _route_log.bound().warning("route.failed", router=self.name, attempted=route["attempted"],
+                                       skipped=route["skipped"])
         elif len(route["attempted"]) > 1 or route["skipped"] or route["forced"]:
-            _log.info("route.failover", router=self.name, provider=route["provider"],
-                      attempted=route["attempted"], skipped=route["skipped"], forced=route["forced"])
-        else:
-            _log.debug("route.chosen", router=self.name, provider=route["provider"])
+            _route_log.bound().info("route.failover", router=self.name, provider=route["provider"],
+                                    attempted=route["attempted"], skipped=route["skipped"], forced=route["forced"])
+        elif _route_log.debug_enabled():
+            _route_log.bound().debug("route.chosen", router=self.name, provider=route["provider"])
         if self._on_route is not None:
             try:
                 self._on_route(route)
@@ -420,9 +475,12 @@ class Router(BaseProvider):
         task, self._health_task = self._health_task, None
         self._closed = True
         if task is not None and not task.done():
-            task.cancel()
-            if task.get_loop() is asyncio.get_running_loop():
+            loop = task.get_loop()
+            if loop is asyncio.get_running_loop():
+                task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+            elif not loop.is_closed():  # started by a *_sync call: it runs on the sync bridge's loop
+                loop.call_soon_threadsafe(task.cancel)
 
     # -- the rest of the provider interface -----------------------------------------------------------
 

@@ -33,6 +33,7 @@ from axonflow_llm.pipeline.models import (
     ProviderType,
 )
 from axonflow_llm.pipeline.provider import BaseProvider, Provider
+from axonflow_llm.pipeline.sync import run_sync
 from axonflow_llm.registry import Registry
 from axonflow_llm.routing import RoutedStream, Router
 from axonflow_llm.testing import FakeClock, ScriptedHandler, response, stream
@@ -496,6 +497,35 @@ async def test_router_is_a_provider() -> None:
     await router.aclose()
     with pytest.raises(RuntimeError, match="closed"):
         await router.complete(REQUEST)
+
+
+async def test_a_router_can_route_to_another_router() -> None:
+    inner = router_of((Scripted("x", unavailable()), 1), (Scripted("y"), 0), name="tier-1")
+    outer = router_of((inner, 10), (Scripted("z"), 0), name="front")
+    resp = await outer.complete(REQUEST)
+    assert resp.content == "from y"
+    route = resp.metadata["route"]
+    assert route["provider"] == "tier-1"
+    assert route["via"]["router"] == "tier-1"  # the inner decision, kept
+    assert [a["provider"] for a in route["via"]["attempted"]] == ["x", "y"]
+
+    s = outer.stream(REQUEST)
+    assert [c.content async for c in s] == ["from y"]
+    assert s.route is not None and s.route["via"]["provider"] == "y"
+
+
+def test_sync_calls_start_and_close_stop_the_health_checks() -> None:
+    router = router_of((Scripted("a"), 0), health_check_interval=3600)
+    assert router.complete_sync(REQUEST).content == "from a"
+    task = router._health_task
+    assert task is not None and not task.done()
+    asyncio.run(router.aclose())  # from another loop: cancelled on its own loop
+
+    async def settled() -> None:
+        await asyncio.gather(task, return_exceptions=True)
+
+    run_sync(settled())
+    assert task.cancelled()
 
 
 def test_router_works_from_sync_code() -> None:
