@@ -70,15 +70,34 @@ def user_agent() -> str:
 def default_transport(
     *, limits: httpx.Limits = DEFAULT_LIMITS, transport: TransportName = "auto"
 ) -> httpx.AsyncBaseTransport:
-    """The transport a provider's own client uses: :class:`AiohttpTransport` when aiohttp is installed (for
-    ``"auto"``), else httpx's own pool."""
+    """The transport a provider's own client uses. ``"auto"``: :class:`AiohttpTransport` when aiohttp is
+    installed and no proxy is configured in the environment (``HTTPS_PROXY``...), else httpx's own pool,
+    which honours those variables as httpx always does."""
     if transport not in ("auto", "aiohttp", "httpx"):
         raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
-    if transport == "aiohttp" or (transport == "auto" and aiohttp_available()):
+    if transport == "aiohttp" or (transport == "auto" and aiohttp_available() and not _env_proxies()):
         if not aiohttp_available():
             raise ValueError("transport='aiohttp' needs aiohttp: pip install 'axonflow-llm[aiohttp]'")
         return AiohttpTransport(limits=limits)
     return httpx.AsyncHTTPTransport(limits=limits)
+
+
+def _env_proxies() -> bool:
+    import urllib.request
+
+    return any(k in ("http", "https", "all") for k in urllib.request.getproxies())
+
+
+_SSL_CONTEXT: Any = None
+
+
+def _ssl_context() -> Any:
+    """httpx's default TLS context (certifi's CA bundle, or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), built once
+    per process and shared: the same certificates whichever transport is used."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = httpx.create_ssl_context()
+    return _SSL_CONTEXT
 
 
 def default_http_client(
@@ -124,7 +143,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
         if self._closed:
             raise RuntimeError("the transport is closed")
-        ssl: Any = httpx.create_ssl_context(verify=self._verify) if self._verify is not True else True
+        ssl: Any = _ssl_context() if self._verify is True else httpx.create_ssl_context(verify=self._verify)
         connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive or 15.0, ssl=ssl)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(),

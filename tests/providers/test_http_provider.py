@@ -376,3 +376,9 @@ async def test_default_http_client_is_an_httpx_client() -> None:
         assert isinstance(client, httpx.AsyncClient) and client.timeout.read == 3.0
     finally:
         await client.aclose()
+
+
+def test_a_proxy_in_the_environment_selects_httpxs_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert isinstance(default_transport(), httpx.AsyncHTTPTransport)
+    assert isinstance(default_transport(transport="aiohttp"), AiohttpTransport)  # asked for explicitly
