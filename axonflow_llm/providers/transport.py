@@ -136,6 +136,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._session: Any = None
         self._timeouts: dict[tuple[Any, ...], Any] = {}
+        self._targets: dict[str, Any] = {}
         self._closed = False
 
     def _open(self) -> Any:
@@ -178,10 +179,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data = request.content or None
         except httpx.RequestNotRead:
             data = request.stream
-            request.headers.pop("transfer-encoding", None)  # aiohttp frames the body itself
+        url = str(request.url)
+        target = self._targets.get(url)
+        if target is None:
+            import yarl
+
+            target = yarl.URL(url, encoded=True)  # httpx has already percent-encoded it
+            if len(self._targets) < 256:
+                self._targets[url] = target
+        # Content-Length: aiohttp frames the body itself (a length for bytes, chunked for a stream).
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
+                   if k.lower() not in _DERIVED]
         try:
             response = await session._request(
-                request.method, str(request.url), headers=request.headers.multi_items(), data=data,
+                request.method, target, headers=headers, data=data,
                 allow_redirects=False, timeout=self._timeout(request.extensions.get("timeout")),
             )
         except BaseException as exc:
@@ -219,6 +230,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+_DERIVED = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _AiohttpBody(httpx.AsyncByteStream):
