@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -37,7 +38,7 @@ def server_error() -> ServerError:
 class Flaky:
     """An async callable failing with ``errors`` in turn, then returning ``"ok"``; records call times."""
 
-    def __init__(self, clock: FakeClock, errors: list[BaseException], attempt_time: float = 0.0) -> None:
+    def __init__(self, clock: FakeClock, errors: Sequence[BaseException], attempt_time: float = 0.0) -> None:
         self.clock = clock
         self.errors = list(errors)
         self.attempt_time = attempt_time
