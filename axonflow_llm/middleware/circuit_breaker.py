@@ -24,6 +24,9 @@ class CircuitState(enum.StrEnum):
     HALF_OPEN = "half_open"  #: a few probe calls are let through; the first result decides
 
 
+# Module-level aliases: reading an enum member off its class is slow on the per-call path (Python 3.11).
+_CLOSED, _OPEN, _HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+
 #: ``callback(old, new)``, called on every state change.
 StateListener = Callable[[CircuitState, CircuitState], object]
 
@@ -132,7 +135,7 @@ class CircuitBreaker:
         self._buckets_calls = [0] * _BUCKETS
         self._buckets_fails = [0] * _BUCKETS
         self._listeners: list[StateListener] = []
-        self._state = CircuitState.CLOSED
+        self._state = _CLOSED
         self._generation = 0
         self._permit = Permit(0, False)  # every closed-state call shares its generation's permit
         self._consecutive = 0
@@ -143,7 +146,7 @@ class CircuitBreaker:
 
     @property
     def state(self) -> CircuitState:
-        if self._state is CircuitState.OPEN:
+        if self._state is _OPEN:
             self._refresh()
         return self._state
 
@@ -154,7 +157,7 @@ class CircuitBreaker:
 
     def retry_after(self) -> float:
         """Seconds until an open breaker half-opens; 0 when it is not open."""
-        if self.state is not CircuitState.OPEN:
+        if self.state is not _OPEN:
             return 0.0
         return max(0.0, self._opened_at + self._reset_timeout - self._clock.now())
 
@@ -170,11 +173,11 @@ class CircuitBreaker:
     def acquire(self) -> Permit | None:
         """A permit to make one call, or ``None`` when the call must fail fast."""
         state = self._state
-        if state is CircuitState.CLOSED:
+        if state is _CLOSED:
             return self._permit
-        if state is CircuitState.OPEN:
+        if state is _OPEN:
             self._refresh()
-            if self._state is not CircuitState.HALF_OPEN:
+            if self._state is not _HALF_OPEN:
                 return None
         if self._probes >= self._half_open_max:
             return None
@@ -191,7 +194,7 @@ class CircuitBreaker:
                 self._record(False)
         elif not permit.settled:
             permit.settled = True
-            self._transition(CircuitState.CLOSED)
+            self._transition(_CLOSED)
 
     def failure(self, permit: Permit) -> None:
         """The call made under ``permit`` failed in a way that says the provider is unwell."""
@@ -201,7 +204,7 @@ class CircuitBreaker:
             self._closed_failure()
         elif not permit.settled:
             permit.settled = True
-            self._transition(CircuitState.OPEN)
+            self._transition(_OPEN)
 
     def release(self, permit: Permit) -> None:
         """The call made under ``permit`` says nothing either way (cancelled, closed early, a 400)."""
@@ -218,28 +221,28 @@ class CircuitBreaker:
     def record_success(self) -> None:
         """A call succeeded: resets the failure count, or closes a half-open breaker."""
         state = self.state
-        if state is CircuitState.CLOSED:
+        if state is _CLOSED:
             self.success(self._permit)
-        elif state is CircuitState.HALF_OPEN:
-            self._transition(CircuitState.CLOSED)
+        elif state is _HALF_OPEN:
+            self._transition(_CLOSED)
 
     def record_failure(self) -> None:
         """A call failed: counts toward opening, or reopens a half-open breaker. Ignored while open."""
         state = self.state
-        if state is CircuitState.CLOSED:
+        if state is _CLOSED:
             self._closed_failure()
-        elif state is CircuitState.HALF_OPEN:
-            self._transition(CircuitState.OPEN)
+        elif state is _HALF_OPEN:
+            self._transition(_OPEN)
 
     def reset(self) -> None:
         """Close the breaker and forget every count (results of calls already running are ignored)."""
-        self._transition(CircuitState.CLOSED)
+        self._transition(_CLOSED)
 
     # -- internals -------------------------------------------------------------------------------------
 
     def _refresh(self) -> None:
         if self._clock.now() - self._opened_at >= self._reset_timeout:
-            self._transition(CircuitState.HALF_OPEN)
+            self._transition(_HALF_OPEN)
 
     def _closed_failure(self) -> None:
         self._consecutive += 1
@@ -247,7 +250,7 @@ class CircuitBreaker:
         if self._rate is not None and self._record(True):
             tripped = True
         if tripped:
-            self._transition(CircuitState.OPEN)
+            self._transition(_OPEN)
 
     def _record(self, failed: bool) -> bool:
         """Count one outcome in the window; whether the failure rate now trips the breaker."""
@@ -276,9 +279,9 @@ class CircuitBreaker:
         self._permit = Permit(self._generation, False)
         self._consecutive = 0
         self._probes = 0
-        if new is CircuitState.OPEN:
+        if new is _OPEN:
             self._opened_at = self._clock.now()
-        if new is not CircuitState.HALF_OPEN:
+        if new is not _HALF_OPEN:
             self._buckets_id[:] = [_NEVER] * _BUCKETS
         if old is new:  # reset() of a closed breaker: counts forgotten, nothing to announce
             return
