@@ -92,7 +92,7 @@ def _enc_hook(value: Any) -> Any:
         return float(value)
     if isinstance(value, str):  # Secret
         return str(value)
-    raise NotImplementedError
+    raise TypeError(f"cannot represent a {type(value).__name__} in a configuration")
 
 
 def convert(data: Any, tp: type[Any]) -> Any:
@@ -213,7 +213,16 @@ class MiddlewareSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
         picked = {k: config.settings[k] for k in MIDDLEWARE_KEYS if k in config.settings}
         if not picked:
             return _EMPTY
-        raw = {k: to_builtins(v) for k, v in picked.items()}
+        raw: dict[str, Any] = {}
+        for key, value in picked.items():
+            try:
+                raw[key] = to_builtins(value)
+            except TypeError:
+                raise ConfigError(
+                    f"provider {config.name!r}: settings.{key} must be plain settings (a mapping such as "
+                    f"{{'max_retries': 5}}, or true/false for retry and circuit_breaker), not a "
+                    f"{type(value).__name__}; to use middleware objects, build them in the factory"
+                ) from None
         try:
             return convert(raw, cls)  # type: ignore[no-any-return]
         except msgspec.ValidationError as exc:

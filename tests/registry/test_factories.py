@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from axonflow_llm.middleware.retry_config import RetryConfig
 from axonflow_llm.pipeline.clock import Clock
 from axonflow_llm.pipeline.errors import ConfigError
 from axonflow_llm.pipeline.models import CompletionRequest, ProviderConfig, ProviderType
@@ -112,6 +113,8 @@ def test_invalid_config_fails_before_the_factory_runs() -> None:
     with pytest.raises(ConfigError, match=r"settings\.retry: RetryConfig.max_backoff"):
         table.create(ProviderConfig(name="x", type=ProviderType.CUSTOM,
                                     settings={"retry": {"initial_backoff": 5, "max_backoff": 1}}))
+    with pytest.raises(ConfigError, match=r"settings\.retry must be plain settings .* not a RetryConfig"):
+        table.create(ProviderConfig(name="x", type=ProviderType.CUSTOM, settings={"retry": RetryConfig()}))
     assert calls == []
 
 

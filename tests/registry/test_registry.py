@@ -331,3 +331,27 @@ async def test_health_check_all_takes_a_per_call_bound() -> None:
 def test_registry_options_are_checked() -> None:
     with pytest.raises(ValueError, match="health_check_timeout"):
         Registry(health_check_timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("  good_custom: {}\n  bad_custom:\n    type: gpt\n", "'gpt' is not a provider type"),
+        ("  good_custom: {}\n  bad_custom:\n    weight: -2\n", "bad_custom.weight"),
+        ("  good_custom: {}\n  bad_custom:\n    credentials:\n      api_key: ${UNSET_KEY}\n", "UNSET_KEY is not set"),
+        ("  good_custom: {}\n  bad_custom:\n    priority: high\n", "bad_custom.priority: Expected `int`"),
+        ("  good_custom: {}\n  bad_custom:\n    colour: blue\n", "unknown field 'colour'"),
+        ("  good_custom: {}\n  bad_custom: {priority: 1\n", "malformed YAML"),
+        ("  good_custom: {}\n  good_custom: {}\n", "is defined twice"),
+        ("  good_custom: {}\n  bad_custom:\n    retry: {initial_backoff: 9, max_backoff: 1}\n", "max_backoff"),
+        ("  good_custom: {}\n  bad_ollama: {}\n", "no provider factory is registered for type 'ollama'"),
+    ],
+)
+async def test_a_bad_file_gives_one_error_and_builds_nothing(tmp_path: Path, yaml_text: str, expected: str) -> None:
+    path = tmp_path / "axonflow.yaml"
+    path.write_text("llm_providers:\n" + yaml_text)
+    factory = Recorder()
+    with pytest.raises(ConfigError, match=expected) as info:
+        await Registry.from_config(path, factories={"custom": factory}, env={})
+    assert str(info.value).startswith(str(path))
+    assert factory.built == []
