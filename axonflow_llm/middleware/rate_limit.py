@@ -39,10 +39,8 @@ def _reconcile(bucket: RateLimiter, reserved: int, estimate: int, usage: UsageSt
     actual = _used(usage)
     if actual <= 0:
         actual = estimate  # no usage reported: the estimate stands
-    if actual < reserved:
-        bucket.refund(reserved - actual)
-    elif actual > reserved:
-        bucket.charge(actual - reserved)
+    if actual != reserved:
+        bucket._adjust(reserved - actual)  # refund the excess, or charge the extra
 
 
 class RateLimitMiddleware(Middleware):

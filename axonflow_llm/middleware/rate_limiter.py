@@ -27,10 +27,13 @@ def _check_burst(burst: int) -> int:
     return burst
 
 
-def _check_amount(n: float, what: str) -> float:
-    if isinstance(n, bool) or not isinstance(n, int | float) or not (0 <= n < math.inf):
+def _check_amount(n: float, what: str) -> None:
+    try:
+        ok = 0 <= n < math.inf
+    except TypeError:
+        ok = False
+    if not ok or isinstance(n, bool):
         raise ValueError(f"{what} needs a finite number of tokens >= 0, got {n!r}")
-    return n
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -65,25 +68,26 @@ class RateLimiter:
     Shared on purpose between tasks of one event loop (not between threads); it holds no task of its own.
     """
 
-    __slots__ = ("_burst", "_clock", "_last", "_queue", "_rate", "_real_clock", "_tokens")
+    __slots__ = ("_burst", "_clock", "_last", "_now", "_queue", "_rate", "_real_clock", "_tokens")
 
     def __init__(self, rate: float, burst: int, *, clock: Clock | None = None) -> None:
         self._rate = _check_rate(rate)
         self._burst = _check_burst(burst)
         self._clock = system_clock if clock is None else clock
+        self._now = self._clock.now  # looked up once: the per-call path asks for the time
         self._real_clock = isinstance(self._clock, SystemClock)
         self._tokens = float(self._burst)
-        self._last = self._clock.now()
+        self._last = self._now()
         self._queue: deque[_Waiter] = deque()
 
     # -- the maths (sync) ------------------------------------------------------------------------------
 
     def _refill(self) -> float:
-        now = self._clock.now()
-        elapsed = now - self._last
-        if elapsed > 0:
+        now = self._now()
+        if now > self._last:
+            balance = self._tokens + (now - self._last) * self._rate
+            self._tokens = balance if balance < self._burst else float(self._burst)
             self._last = now
-            self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
         return now
 
     def _check_tokens(self, tokens: float) -> None:
@@ -103,10 +107,18 @@ class RateLimiter:
             fits = False
         if not fits:
             self._check_tokens(tokens)
-        self._refill()
-        if self._tokens + _EPS >= tokens:
-            self._tokens -= tokens
+        # _refill(), inlined: this is the per-call path.
+        now = self._now()
+        balance = self._tokens
+        if now > self._last:
+            balance += (now - self._last) * self._rate
+            if balance > self._burst:
+                balance = self._burst
+            self._last = now
+        if balance + _EPS >= tokens:
+            self._tokens = balance - tokens
             return True
+        self._tokens = balance
         return False
 
     def available(self) -> float:
@@ -125,16 +137,20 @@ class RateLimiter:
     def refund(self, tokens: float) -> None:
         """Give back ``tokens`` taken but not used (the balance never exceeds ``burst``)."""
         _check_amount(tokens, "refund")
-        self._refill()
-        self._tokens = min(self._burst, self._tokens + tokens)
-        self._reschedule()
+        self._adjust(tokens)
 
     def charge(self, tokens: float) -> None:
         """Take ``tokens`` already spent, even if that drives the balance negative (later calls wait)."""
         _check_amount(tokens, "charge")
+        self._adjust(-tokens)
+
+    def _adjust(self, delta: float) -> None:
+        """``refund(delta)`` if positive, ``charge(-delta)`` if negative; unchecked."""
         self._refill()
-        self._tokens -= tokens
-        self._reschedule()
+        balance = self._tokens + delta
+        self._tokens = balance if balance < self._burst else float(self._burst)
+        if self._queue:
+            self._reschedule()
 
     @property
     def rate(self) -> float:
@@ -171,19 +187,25 @@ class RateLimiter:
         return self._tokens + _EPS >= self._burst
 
     def _reschedule(self) -> None:
-        """Recompute every waiter's due time from the balance; wake those due earlier, or past their deadline."""
-        if not self._queue:
+        """Recompute every waiter's due time from the balance; wake those due earlier, or past their deadline.
+
+        Wakes in queue order, so waiters that became due together still proceed first come, first served.
+        """
+        queue = self._queue
+        if not queue:
             return
-        now = self._clock.now()
+        now = self._now()
         behind = -self._tokens  # the deficit that the last waiter waits out
-        for w in reversed(self._queue):
-            due = now + behind / self._rate
+        dues = []
+        for w in reversed(queue):
+            dues.append(now + behind / self._rate)
+            behind -= w.tokens
+        for w, due in zip(queue, reversed(dues), strict=True):
             if w.wake is not None and (
                 due < w.due - _EPS or (w.deadline is not None and due > w.deadline + _EPS)
             ):
                 _wake(w.wake)
             w.due = due
-            behind -= w.tokens
 
     # -- the waiting (async) ---------------------------------------------------------------------------
 
@@ -236,7 +258,7 @@ class RateLimiter:
     async def _sleep_until_due(self, waiter: _Waiter) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            delay = waiter.due - self._clock.now()
+            delay = waiter.due - self._now()
             if delay <= _EPS:
                 return
             if waiter.deadline is not None and waiter.due > waiter.deadline + _EPS:
@@ -341,13 +363,14 @@ class MultiTenantRateLimiter:
         return made
 
     def _evict(self, now: float) -> None:
-        if self._idle is None:
+        idle = self._idle
+        if idle is None:
             return
         tenants = self._tenants
-        for _ in range(len(tenants)):
+        while tenants:  # ends: each step evicts a tenant, or refreshes one, or returns
             key = next(iter(tenants))
             entry = tenants[key]
-            if now - entry.last_used < self._idle:
+            if now - entry.last_used < idle:
                 return
             if entry.limiter.waiting:
                 entry.last_used = now  # busy: counts as in use

@@ -317,3 +317,36 @@ async def test_the_callers_cancellation_while_awaiting_a_chunk_stays_a_cancellat
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+@pytest.mark.parametrize("system", [False, True])
+async def test_work_that_swallows_the_timeouts_cancellation_leaves_no_cancel_request_behind(system: bool) -> None:
+    clock = None if system else FakeClock()
+
+    async def stubborn(request: CompletionRequest, c: CallContext) -> CompletionResponse:
+        try:
+            await (asyncio.sleep(5) if clock is None else clock.sleep(5))
+        except asyncio.CancelledError:
+            return response("swallowed")
+        return response("slept")
+
+    reply = await TimeoutMiddleware(stubborn, timeout=0.01, clock=clock)(REQUEST, ctx())
+    assert isinstance(reply, CompletionResponse) and reply.content == "swallowed"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0)  # and no cancellation is still pending for this task
+
+
+@pytest.mark.parametrize("system", [False, True])
+async def test_after_a_timeout_the_task_carries_no_leftover_cancel_request(system: bool) -> None:
+    clock = None if system else FakeClock()
+
+    async def slow(request: CompletionRequest, c: CallContext) -> CompletionResponse:
+        await (asyncio.sleep(5) if clock is None else clock.sleep(5))
+        return response()
+
+    with pytest.raises(APITimeoutError):
+        await TimeoutMiddleware(slow, timeout=0.01, clock=clock)(REQUEST, ctx())
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0)
