@@ -1,6 +1,7 @@
 """Routing: one provider in front of several, with strategies, failover, cooldowns and health checks."""
 
-from .router import RoutedStream, Router, failover_reason
+from .failover import failover_reason
+from .router import RoutedStream, Router
 from .strategies import (
     STRATEGIES,
     LowestCostStrategy,

@@ -5,17 +5,14 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import time
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
 from ..pipeline.clock import Clock
 from ..pipeline.context import CallContext
-from ..pipeline.errors import CircuitOpenError, RateLimitExceededError, redact
 from ..pipeline.middleware import Reply
 from ..pipeline.models import (
     Capability,
@@ -23,14 +20,15 @@ from ..pipeline.models import (
     CompletionResponse,
     CostEstimate,
     HealthCheckResult,
-    HealthStatus,
     ProviderType,
     StreamChunk,
 )
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.provider import BaseProvider, Provider, StreamResponse
 from ..pipeline.stream import ChunkStream
-from ..registry.registry import checked_health
+from .failover import describe, failover_reason, retry_after
+from .health import check_members, health_loop, summarize
+from .route_log import log, route_log
 from .strategies import Member, RoutingStrategy, estimated_cost, make_strategy
 
 if TYPE_CHECKING:
@@ -38,56 +36,6 @@ if TYPE_CHECKING:
     from ..registry.registry import Registry
 
 __all__ = ["RoutedStream", "Router"]
-
-_log = structlog.get_logger("axonflow_llm.routing")
-# structlog's global configuration, watched so a reconfiguration is noticed with three identity checks.
-_STRUCTLOG_CONFIG: Any = getattr(getattr(structlog, "_config", None), "_CONFIG", None)
-_DEBUG = 10
-
-
-class _RouteLog:
-    """The routing logger bound once per structlog configuration, so that a filtered-out ``route.chosen``
-    debug event costs a few attribute reads per call instead of a logger bind."""
-
-    __slots__ = ("_bound", "_check", "_debug_on", "_seen")
-
-    def __init__(self) -> None:
-        self._seen: tuple[Any, Any, Any] | None = None
-        self._bound: Any = None
-        self._check: Any = None
-        self._debug_on = True
-
-    def bound(self) -> Any:
-        cfg = _STRUCTLOG_CONFIG
-        seen = self._seen
-        if cfg is None:
-            return _log
-        if (
-            seen is None
-            or cfg.default_wrapper_class is not seen[0]
-            or cfg.default_processors is not seen[1]
-            or cfg.logger_factory is not seen[2]
-        ):
-            self._seen = (cfg.default_wrapper_class, cfg.default_processors, cfg.logger_factory)
-            try:
-                bound = _log.bind()
-            except Exception:  # a broken configuration: let structlog complain on use
-                bound = _log
-            self._bound = bound
-            check = getattr(bound, "is_enabled_for", None) or getattr(bound, "isEnabledFor", None)
-            filtering = getattr(structlog, "make_filtering_bound_logger", None)
-            static = filtering is not None and type(bound).__name__.startswith("BoundLoggerFilteringAt")
-            self._check = None if (check is None or static) else check
-            self._debug_on = bool(check(_DEBUG)) if (check is not None and static) else True
-        return self._bound
-
-    def debug_enabled(self) -> bool:
-        self.bound()
-        check = self._check
-        return self._debug_on if check is None else bool(check(_DEBUG))
-
-
-_route_log = _RouteLog()
 
 #: ``on_route(route)``: called with every routing decision (the dict also put in ``metadata["route"]``).
 RouteCallback = Callable[[dict[str, Any]], None]
@@ -379,14 +327,14 @@ class Router(BaseProvider):
 
     def _failed(self, member: Member, exc: Exception, route: dict[str, Any]) -> bool:
         """Record a failed attempt; ``True`` if the router should move on to the next provider."""
-        route["attempted"].append({"provider": member.name, "error": _describe(exc)})
+        route["attempted"].append({"provider": member.name, "error": describe(exc)})
         return self._cool_for(member, exc)
 
     def _cool_for(self, member: Member, exc: BaseException) -> bool:
         reason = failover_reason(exc)
         if reason is None:
             return False
-        wait = _retry_after(exc)
+        wait = retry_after(exc)
         seconds = wait if wait is not None else self._cooldown
         member.cool(self._info.clock.now() + seconds, reason)
         return True
@@ -406,18 +354,18 @@ class Router(BaseProvider):
             if skipped:
                 note += f"; skipped: {skipped}"
             error.add_note(note)
-            _route_log.bound().warning("route.failed", router=self.name, attempted=route["attempted"],
+            route_log.bound().warning("route.failed", router=self.name, attempted=route["attempted"],
                                        skipped=route["skipped"])
         elif len(route["attempted"]) > 1 or route["skipped"] or route["forced"]:
-            _route_log.bound().info("route.failover", router=self.name, provider=route["provider"],
+            route_log.bound().info("route.failover", router=self.name, provider=route["provider"],
                                     attempted=route["attempted"], skipped=route["skipped"], forced=route["forced"])
-        elif _route_log.debug_enabled():
-            _route_log.bound().debug("route.chosen", router=self.name, provider=route["provider"])
+        elif route_log.debug_enabled():
+            route_log.bound().debug("route.chosen", router=self.name, provider=route["provider"])
         if self._on_route is not None:
             try:
                 self._on_route(route)
             except Exception as exc:
-                _log.warning("route.callback_failed", router=self.name, error=type(exc).__name__)
+                log.warning("route.callback_failed", router=self.name, error=type(exc).__name__)
 
     # -- health ---------------------------------------------------------------------------------------
 
@@ -426,38 +374,15 @@ class Router(BaseProvider):
         unhealthy if none is."""
         started = self._info.clock.now()
         results = await self.check_providers()
-        if not results:
-            return HealthCheckResult(status=HealthStatus.UNHEALTHY, message="the router has no providers",
-                                     checked_at=time.time())
-        good = [n for n, r in results.items() if r.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED)]
-        if len(good) == len(results) and all(r.status is HealthStatus.HEALTHY for r in results.values()):
-            status = HealthStatus.HEALTHY
-        elif good:
-            status = HealthStatus.DEGRADED
-        else:
-            status = HealthStatus.UNHEALTHY
-        detail = ", ".join(f"{n}: {r.status.value}" for n, r in results.items())
-        return HealthCheckResult(status=status, message=detail, latency=self._info.clock.now() - started,
-                                 checked_at=time.time())
+        return summarize(results, latency=self._info.clock.now() - started)
 
     async def check_providers(self) -> dict[str, HealthCheckResult]:
         """Every provider's health, concurrently, each within ``health_check_timeout``; an unhealthy one
         cools down, a healthy one that was cooling down *because of a health check* is back at once."""
-        members = list(self._members)
-        clock = self._info.clock
-        results = await asyncio.gather(
-            *(checked_health(m.provider, self._health_timeout, clock) for m in members)
+        return await check_members(
+            list(self._members), limit=self._health_timeout, cooldown=self._cooldown,
+            clock=self._info.clock, router=self.name,
         )
-        now = clock.now()
-        for member, result in zip(members, results, strict=True):
-            if result.status is HealthStatus.UNHEALTHY:
-                if member.cool_until <= now or member.cool_reason == "unhealthy":
-                    member.cool(now + self._cooldown, "unhealthy")
-                    _log.info("route.unhealthy", router=self.name, provider=member.name, message=result.message)
-            elif result.status in (HealthStatus.HEALTHY, HealthStatus.DEGRADED) and member.cool_reason == "unhealthy":
-                member.recover()
-                _log.info("route.recovered", router=self.name, provider=member.name)
-        return {m.name: r for m, r in zip(members, results, strict=True)}
 
     async def start(self) -> None:
         """Start the background health checks now (they also start on the first call)."""
@@ -467,7 +392,7 @@ class Router(BaseProvider):
         if self._interval is None or self._health_task is not None or self._closed:
             return
         self._health_task = asyncio.get_running_loop().create_task(
-            _health_loop(weakref.ref(self), self._interval, self._info.clock), name=f"{self.name}-health"
+            health_loop(weakref.ref(self), self._interval, self._info.clock), name=f"{self.name}-health"
         )
 
     async def aclose(self) -> None:
@@ -514,53 +439,11 @@ class Router(BaseProvider):
         return f"Router(name={self.name!r}, strategy={self._strategy_name!r}, providers={self.providers!r})"
 
 
-def failover_reason(exc: BaseException) -> str | None:
-    """Why ``exc`` sends the router to the next provider, or ``None`` if it is the request's fault."""
-    if isinstance(exc, CircuitOpenError):
-        return "circuit_open"
-    if isinstance(exc, RateLimitExceededError):
-        return "rate_limited"
-    if not isinstance(exc, Exception):
-        return None
-    retryable = getattr(exc, "retryable", None)
-    if retryable is True or (retryable is None and isinstance(exc, ConnectionError | TimeoutError)):
-        return f"error: {type(exc).__name__}"
-    return None
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    ra = getattr(exc, "retry_after", None)
-    if isinstance(ra, int | float) and not isinstance(ra, bool) and math.isfinite(ra) and ra >= 0:
-        return float(ra)
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = redact(str(exc))
-    if len(text) > 200:
-        text = text[:197] + "..."
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 async def _close_quietly(stream: Any) -> None:
     try:
         await stream.aclose()
     except Exception as exc:
-        _log.debug("route.stream_close_failed", error=type(exc).__name__)
-
-
-async def _health_loop(ref: weakref.ReferenceType[Router], interval: float, clock: Clock) -> None:
-    # Holds the router weakly: a router dropped without aclose() ends its loop at the next tick.
-    while True:
-        await clock.sleep(interval)
-        router = ref()
-        if router is None or router._closed:
-            return
-        try:
-            await router.check_providers()
-        except Exception as exc:  # never let the loop die of one bad round
-            _log.warning("route.health_check_failed", router=router.name, error=type(exc).__name__)
-        del router
+        log.debug("route.stream_close_failed", error=type(exc).__name__)
 
 
 def _field(value: Any, name: str) -> float:
