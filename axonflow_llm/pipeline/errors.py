@@ -365,7 +365,14 @@ def find_error_message(data: Any) -> str | None:
     return None
 
 
-_SECRET_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization")
+_SECRET_HEADERS = (
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "proxy-authorization",
+    "x-amz-security-token",
+)
 _SECRET_QUERY = ("key", "api_key", "apikey", "api-key", "token", "access_token")
 
 
