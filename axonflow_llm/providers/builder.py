@@ -147,12 +147,19 @@ class ProviderBuilder:
         return self
 
     def with_middleware(
-        self, cls: Callable[..., Any], *, before: Any = None, after: Any = None, **options: Any
+        self, cls: Callable[..., Any] | Layer, *, before: Any = None, after: Any = None, **options: Any
     ) -> ProviderBuilder:
-        """Add your own middleware ``cls(next_handler, **options)``; see the class docstring for placement."""
+        """Add your own middleware ``cls(next_handler, **options)`` (or a ready ``Layer``, such as
+        ``hook(func)``); see the class docstring for where it goes."""
         if before is not None and after is not None:
             raise ValueError("with_middleware takes before= or after=, not both")
-        self._user.append((Layer(cls, **options), before, after))
+        if isinstance(cls, Layer):
+            if options:
+                raise TypeError("with_middleware(layer): the layer carries its options; pass no more")
+            layer = cls
+        else:
+            layer = Layer(cls, **options)
+        self._user.append((layer, before, after))
         return self
 
     # -- build ----------------------------------------------------------------------------------------
