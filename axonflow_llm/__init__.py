@@ -5,7 +5,7 @@ contract), ``middleware`` (one concern per module), ``providers`` (the leaves), 
 ``routing``, and ``testing`` (fake clock, scripted handler, fake server; not imported here).
 """
 
-from .config import dump_config, load_config
+from .config import LLMConfig, MissingVariable, Secret, dump_config, load_config, parse_config
 from .middleware import *  # noqa: F403
 from .middleware import __all__ as _middleware_all
 from .pipeline import *  # noqa: F403
@@ -22,7 +22,7 @@ from .registry import (
     register_factory,
     unregister_factory,
 )
-from .routing import Router
+from .routing import Member, RoutedStream, Router, RoutingStrategy
 
 __version__ = "0.1.0"
 
@@ -30,9 +30,15 @@ __all__ = [
     *_pipeline_all,
     *_middleware_all,
     *_providers_all,
+    "LLMConfig",
+    "Member",
+    "MissingVariable",
     "ProviderDisabledError",
     "Registry",
+    "RoutedStream",
     "Router",
+    "RoutingStrategy",
+    "Secret",
     "UnknownProviderError",
     "__version__",
     "create_provider",
@@ -40,6 +46,7 @@ __all__ = [
     "get_factory",
     "list_factories",
     "load_config",
+    "parse_config",
     "register_factory",
     "unregister_factory",
 ]
