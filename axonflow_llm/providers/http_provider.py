@@ -84,7 +84,9 @@ class HTTPProvider(BaseProvider):
     applied to every request, ``httpx`` errors mapped to the hierarchy in ``pipeline/errors.py`` with the
     cause chained, non-2xx answers read and raised as ``APIError.from_response``, latency on the provider's
     clock, and streams that always close their HTTP response (exhausted, failed, ``aclose()``\\ d, cancelled).
-    It is the leaf of the onion: every middleware runs before ``send``.
+    It is the leaf of the onion: every middleware runs before ``send``. With its own client (the default,
+    see :func:`~axonflow_llm.providers.transport.default_transport`) a request goes straight to the pooled
+    transport; a client handed in is used through ``client.send()``, so its own configuration applies.
 
     A subclass implements three methods and usually ``health_check``::
 
@@ -129,8 +131,6 @@ class HTTPProvider(BaseProvider):
     """
 
     provider_type: ClassVar[ProviderType] = ProviderType.CUSTOM
-    #: Shown in error messages when a required endpoint is missing.
-    endpoint_hint: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -355,6 +355,7 @@ class HTTPProvider(BaseProvider):
     def malformed(
         self, what: str, data: bytes | str = b"", *, response: httpx.Response | None = None
     ) -> MalformedResponseError:
+        """The error for an answer that is not the documented shape, with a short redacted excerpt."""
         request = response.request if response is not None else None
         body = excerpt(data, request) if data else None
         return MalformedResponseError(
