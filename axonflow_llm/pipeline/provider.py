@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .clock import Clock
@@ -71,7 +71,7 @@ class StreamResponse:
     def __aiter__(self) -> StreamResponse:
         return self
 
-    def __anext__(self) -> Any:
+    def __anext__(self) -> Awaitable[StreamChunk]:
         return self._gen.__anext__()
 
     async def aclose(self) -> None:

@@ -49,7 +49,7 @@ class ProviderBuilder:
         self._rate_limit: dict[str, Any] | None = None
         self._retry: RetryConfig | bool = False
         self._breaker: CircuitBreaker | bool = False
-        self._timeouts: dict[str, float | None] | None = None
+        self._timeouts: dict[str, Any] | None = None
         self._logging: dict[str, Any] | None = None
         self._prices: Mapping[str, ModelPrice] | None = None
         self._complete: CompleteFunc | None = None
