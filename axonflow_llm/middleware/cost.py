@@ -175,8 +175,10 @@ class SpendingBudget:
 
     def _refusal(self, tenant: str, ledger: _Ledger, amount: float, now_slice: int) -> str:
         over = ledger.spent + ledger.reserved + amount - self._limit
-        if ledger.reserved + amount > self._limit:
-            when = "it cannot fit within this budget even once earlier spending leaves the window"
+        if amount > self._limit:
+            when = "this call alone costs more than the whole budget"
+        elif ledger.reserved + amount > self._limit:
+            when = "it may fit once the calls in flight finish"
         else:
             freed, wait = 0.0, 0.0
             for index, usd in ledger.slices:
@@ -333,12 +335,19 @@ class CostMiddleware(Middleware):
             ctx.state[COST_STATE_KEY] = reply.cost
             return reply
         usage: UsageStats = reply.usage
-        if not usage_known(usage):
-            return reply
-        price = self._price(request.model, reply.model, ctx)
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        if not (prompt or completion or usage.total_tokens):
+            return reply  # no usage reported: no cost
+        price = self._prices.get(reply.model) if reply.model else None  # the common case, first
         if price is None:
-            return reply
-        cost = cost_of(usage, price)
+            price = self._price(request.model, None, ctx)
+            if price is None:
+                return reply
+        cost = (
+            (prompt * price.input_per_1m + completion * price.output_per_1m) / 1_000_000
+            if prompt or completion
+            else cost_of(usage, price)
+        )
         ctx.state[COST_STATE_KEY] = cost
         return msgspec.structs.replace(reply, cost=cost)
 

@@ -192,7 +192,10 @@ class LoggingMiddleware(Middleware):
                 return await self.next(request, ctx)
         elif not check(self._gate_level):  # levels are ordered: the higher one decides if any is on
             return await self.next(request, ctx)
+        return await self._logged(request, ctx, check)
 
+    async def _logged(self, request: CompletionRequest, ctx: CallContext, check: Any) -> Reply:
+        # Apart from __call__ so that the filtered-out path stays a small coroutine.
         if self._debug_on if check is None else check(_DEBUG):
             state = ctx.state
             state[RETRY_LISTENER_KEY] = _RetryLog(self, request, ctx, state.get(RETRY_LISTENER_KEY)).on_retry
