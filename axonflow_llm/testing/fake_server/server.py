@@ -99,20 +99,18 @@ class FakeLLMServer:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                self._running = loop.run_until_complete(app.start_server(self._state, self.host, self._port))
+                running = loop.run_until_complete(app.start_server(self._state, self.host, self._port))
             except BaseException as exc:
                 failure.append(exc)
                 ready.set()
                 loop.close()
                 return
+            self._running = running
             ready.set()
             try:
                 loop.run_forever()
             finally:
-                if self._running is not None:
-                    loop.run_until_complete(self._running.stop())
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
+                _shut_down(loop, running)
 
         thread = threading.Thread(target=run, name="FakeLLMServer", daemon=True)
         thread.start()
@@ -265,6 +263,24 @@ class FakeLLMServer:
     def __repr__(self) -> str:
         where = self.url if self._running is not None else "not started"
         return f"FakeLLMServer({where}, requests={len(self._state.records)}, pending={self.pending})"
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop, running: Running) -> None:
+    """Close the server, cancel whatever still runs (stalled handlers), and close the loop, like asyncio.run.
+
+    Errors while tearing down are dropped: the server is going away and the test has its answer already.
+    """
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(running.stop())
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
 
 
 def _coerce(enum_cls: Any, value: Any, name: str) -> Any:
