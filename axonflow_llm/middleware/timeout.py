@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -35,6 +36,47 @@ class _Deadline:
     def fire(self) -> None:
         self.fired = True
         self.task.cancel()
+
+
+class _SameDelayDeadlines:
+    """Deadlines that all lie one fixed ``delay`` after they are set, on one event loop.
+
+    Such deadlines expire in the order they were set, so one loop timer serves them all: arming is an
+    insertion into an ordered dict and disarming a deletion, where ``loop.call_at`` per call would create,
+    heap-push and cancel a timer handle (several times the cost, and cancelled handles linger in the heap
+    until they expire).
+    """
+
+    __slots__ = ("_delay", "_entries", "_loop", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
+        self._loop = loop
+        self._delay = delay
+        self._entries: dict[_Deadline, float] = {}  # insertion order == expiry order
+        self._timer: asyncio.TimerHandle | None = None
+
+    def arm(self, task: asyncio.Task[Any]) -> _Deadline:
+        deadline = _Deadline(task)
+        when = self._loop.time() + self._delay
+        self._entries[deadline] = when
+        if self._timer is None:
+            self._timer = self._loop.call_at(when, self._expire)
+        return deadline
+
+    def disarm(self, deadline: _Deadline) -> None:
+        self._entries.pop(deadline, None)
+
+    def _expire(self) -> None:
+        self._timer = None
+        entries = self._entries
+        now = self._loop.time()
+        while entries:
+            deadline, when = next(iter(entries.items()))
+            if when > now:
+                self._timer = self._loop.call_at(when, self._expire)
+                return
+            del entries[deadline]
+            deadline.fire()
 
 
 async def _watch(clock: Clock, delay: float, deadline: _Deadline) -> None:
@@ -126,14 +168,26 @@ class TimeoutMiddleware(Middleware):
 
     Stream limits run only while the caller awaits a chunk, not while the caller is busy between chunks.
     At least one limit is required; each is a finite number of seconds > 0. A caller's own cancellation
-    always stays a cancellation. With the system clock it arms one event-loop timer per wait (as
-    ``asyncio.timeout`` does, at a fraction of its cost); with any other clock (``FakeClock``) a watcher task
-    sleeping on that clock, so tests run in virtual time.
+    always stays a cancellation. With the system clock, ``complete()`` deadlines (all the same
+    delay, so they expire in the order they were set) share one event-loop timer, and each stream wait arms
+    one timer; with any other clock (``FakeClock``) a watcher task sleeps on that clock, so tests run in
+    virtual time.
 
     Place it inside retry (each attempt gets its own limits). It keeps no state.
     """
 
-    __slots__ = ("_first", "_first_name", "_first_value", "_idle", "_timeout", "_timer", "clock")
+    __slots__ = (
+        "_by_loop",
+        "_deadlines",
+        "_first",
+        "_first_name",
+        "_first_value",
+        "_idle",
+        "_loop",
+        "_timeout",
+        "_timer",
+        "clock",
+    )
 
     def __init__(
         self,
@@ -170,16 +224,56 @@ class TimeoutMiddleware(Middleware):
         self.clock = system_clock if clock is None else clock
         # None: the event loop's own timer (fast path); else the clock to sleep on.
         self._timer: Clock | None = None if isinstance(self.clock, SystemClock) else self.clock
+        # Per event loop, the queue of complete() deadlines (the last loop used is cached).
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SameDelayDeadlines] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadlines: _SameDelayDeadlines | None = None
 
     async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
-        if not ctx.streaming:
-            if self._timeout is None:
-                return await self.next(request, ctx)
+        if ctx.streaming:
+            return await self._stream(request, ctx)
+        if self._timeout is None:
+            return await self.next(request, ctx)
+        if self._timer is not None:  # another clock: a watcher task sleeping on it
             try:
                 return await _bounded(self.next(request, ctx), self._timeout, self._timer)
             except _Expired as exc:
-                raise APITimeoutError(f"no reply within timeout={self._timeout}s", provider=ctx.provider) from exc
-        return await self._stream(request, ctx)
+                raise self._expired(ctx) from exc
+        # The system clock: one shared timer per loop for every call's deadline (see _SameDelayDeadlines).
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        if self._loop is not loop or deadlines is None:
+            deadlines = self._deadlines_for(loop)
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - a coroutine driven outside any task
+            return await self.next(request, ctx)
+        deadline = deadlines.arm(task)
+        try:
+            return await self.next(request, ctx)
+        except asyncio.CancelledError as exc:
+            if deadline.fired:
+                deadline.fired = False  # handled here
+                if task.uncancel() <= deadline.cancelling:
+                    raise self._expired(ctx) from exc
+            raise
+        finally:
+            deadlines.disarm(deadline)  # before any await: it cannot fire once the work is done
+            if deadline.fired:  # it fired, but the work ended some other way: withdraw our cancel request
+                task.uncancel()
+
+    def _expired(self, ctx: CallContext) -> APITimeoutError:
+        return APITimeoutError(f"no reply within timeout={self._timeout}s", provider=ctx.provider)
+
+    def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> _SameDelayDeadlines:
+        """The deadline queue of this loop (a middleware may serve a sync caller's loop and yours)."""
+        assert self._timeout is not None
+        deadlines = self._by_loop.get(loop)
+        if deadlines is None:
+            deadlines = self._by_loop[loop] = _SameDelayDeadlines(loop, self._timeout)
+        self._loop, self._deadlines = loop, deadlines
+        return deadlines
 
     async def _stream(self, request: CompletionRequest, ctx: CallContext) -> Reply:
         timeout, first = self._timeout, self._first

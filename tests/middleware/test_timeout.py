@@ -350,3 +350,64 @@ async def test_after_a_timeout_the_task_carries_no_leftover_cancel_request(syste
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0
     await asyncio.sleep(0)
+
+
+async def test_system_clock_deadlines_share_one_timer_and_expire_only_the_slow_calls() -> None:
+    gates = {"slow": asyncio.Event(), "fast": asyncio.Event()}
+
+    async def leaf(request: CompletionRequest, c: CallContext) -> CompletionResponse:
+        await gates[request.prompt or ""].wait()
+        return response(request.prompt or "")
+
+    mw = TimeoutMiddleware(leaf, timeout=0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    slow = [asyncio.create_task(mw(CompletionRequest(prompt="slow"), ctx())) for _ in range(3)]
+    await asyncio.sleep(0.02)
+    fast = [asyncio.create_task(mw(CompletionRequest(prompt="fast"), ctx())) for _ in range(3)]
+    await asyncio.sleep(0)
+    gates["fast"].set()
+    for task in fast:
+        assert (await task).content == "fast"  # type: ignore[union-attr]
+    for task in slow:
+        with pytest.raises(APITimeoutError):
+            await task
+    assert 0.04 <= loop.time() - start < 1.0
+    # The queue is empty again and the next call gets a fresh, full deadline.
+    gates["slow"].set()
+    assert (await mw(CompletionRequest(prompt="slow"), ctx())).content == "slow"  # type: ignore[union-attr]
+    assert mw._deadlines is not None and not mw._deadlines._entries
+
+
+async def test_system_clock_deadline_of_a_later_call_is_its_own() -> None:
+    """A call started after others must not inherit their (earlier) deadline."""
+    release = asyncio.Event()
+
+    async def leaf(request: CompletionRequest, c: CallContext) -> CompletionResponse:
+        if request.prompt == "first":
+            return response("first")
+        await asyncio.wait_for(release.wait(), 1.0)
+        return response("late")
+
+    mw = TimeoutMiddleware(leaf, timeout=0.08)
+    await mw(CompletionRequest(prompt="first"), ctx())  # arms the shared timer for t+0.08
+    await asyncio.sleep(0.05)
+    late = asyncio.create_task(mw(CompletionRequest(prompt="late"), ctx()))  # deadline t+0.13
+    await asyncio.sleep(0.05)  # past the first call's deadline, before the late one's
+    assert not late.done()
+    release.set()
+    assert (await late).content == "late"  # type: ignore[union-attr]
+
+
+async def test_system_clock_caller_cancellation_stays_a_cancellation() -> None:
+    async def leaf(request: CompletionRequest, c: CallContext) -> CompletionResponse:
+        await asyncio.sleep(5)
+        return response()
+
+    mw = TimeoutMiddleware(leaf, timeout=1.0)
+    task = asyncio.create_task(mw(REQUEST, ctx()))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert mw._deadlines is not None and not mw._deadlines._entries
