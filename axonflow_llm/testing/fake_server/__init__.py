@@ -74,7 +74,7 @@ Command line (for benchmarks): ``python -m axonflow_llm.testing.fake_server --po
 [--latency 0.0] [--content TEXT] [--no-auth] [--record]`` prints the URL and serves until interrupted (it
 keeps no request records unless ``--record``).
 
-Needs aiohttp (``pip install 'axonflow-llm[testing]'``); it is imported only when a server starts.
+Uses aiohttp (a dependency of axonflow-llm); it is imported only when a server starts.
 """
 
 from .faults import Endpoint, Fault, WireFormat

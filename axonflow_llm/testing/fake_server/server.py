@@ -27,8 +27,8 @@ def _load_app() -> Any:
     except ImportError as exc:
         if (exc.name or "").startswith("aiohttp"):
             raise ImportError(
-                "FakeLLMServer needs aiohttp: install it with pip install 'axonflow-llm[testing]' "
-                "(or pip install aiohttp)"
+                "FakeLLMServer needs aiohttp, a dependency of axonflow-llm that is missing here: "
+                "pip install aiohttp"
             ) from exc
         raise
     return app
