@@ -4,7 +4,7 @@
 
     AxonFlowError
     ├── APIError                     the provider answered with an HTTP error
-    │   ├── BadRequestError          400, 404, 422 (and other 4xx)   not retryable
+    │   ├── BadRequestError          400, 404, 422 (and other 4xx)   not retryable (408, 409: retryable)
     │   ├── AuthenticationError      401, 403                        not retryable
     │   ├── RateLimitError           429                             retryable
     │   └── ServerError              5xx                             retryable
@@ -52,6 +52,7 @@ __all__ = [
     "ServerError",
     "StreamInterruptedError",
     "redact",
+    "request_secrets",
 ]
 
 #: Statuses worth another attempt when the server says nothing either way.
@@ -124,7 +125,7 @@ class APIError(AxonFlowError):
         """
         status = response.status_code
         headers = response.headers
-        secrets = _request_secrets(response)
+        secrets = _response_secrets(response)
         try:
             text = response.text
         except Exception:  # the body was streamed and not read
@@ -153,7 +154,10 @@ class APIError(AxonFlowError):
 
 
 class BadRequestError(APIError):
-    """400, 404, 422 and any other 4xx not named below: fix the request, do not retry it."""
+    """400, 404, 422 and any other 4xx not named below: fix the request, do not retry it.
+
+    Except 408 (request timeout) and 409 (conflict), which are retryable: the same request may succeed.
+    """
 
 
 class AuthenticationError(APIError):
@@ -376,24 +380,35 @@ _SECRET_HEADERS = (
 _SECRET_QUERY = ("key", "api_key", "apikey", "api-key", "token", "access_token")
 
 
-def _request_secrets(response: httpx.Response) -> list[str]:
-    try:
-        request = response.request
-    except RuntimeError:
-        return []
+def request_secrets(request: httpx.Request) -> list[str]:
+    """The credentials ``request`` carries, to scrub from anything echoed back: the values of the
+    ``Authorization``/``Proxy-Authorization`` (and the bare token after ``Bearer``/``Basic``),
+    ``x-api-key``, ``api-key``, ``x-goog-api-key`` and ``x-amz-security-token`` headers, and key-like
+    query parameters (``key``, ``api_key``, ``apikey``, ``api-key``, ``token``, ``access_token``)."""
     found: list[str] = []
+    headers = request.headers
     for name in _SECRET_HEADERS:
-        value = request.headers.get(name)
+        value = headers.get(name)
         if value:
             found.append(value)
             scheme, _, rest = value.partition(" ")
             if rest and scheme.lower() in ("bearer", "basic"):
                 found.append(rest)
-    for name in _SECRET_QUERY:
-        value = request.url.params.get(name)
-        if value:
-            found.append(value)
+    params = request.url.params
+    if params:
+        for name in _SECRET_QUERY:
+            value = params.get(name)
+            if value:
+                found.append(value)
     return found
+
+
+def _response_secrets(response: httpx.Response) -> list[str]:
+    try:
+        request = response.request
+    except RuntimeError:
+        return []
+    return request_secrets(request)
 
 
 _KEY_LIKE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|AKIA[0-9A-Z]{16})")
