@@ -71,6 +71,7 @@ class RateLimitMiddleware(Middleware):
         "_key",
         "_limiter",
         "_req_multi",
+        "_simple",
         "_timeout",
         "_tok_multi",
         "_tokens",
@@ -135,6 +136,7 @@ class RateLimitMiddleware(Middleware):
             raise ValueError(f"{name}: default_max_tokens must be an integer >= 0, got {default_max_tokens!r}")
         self._limiter = limiter
         self._tokens = token_limiter
+        self._simple = limiter if isinstance(limiter, RateLimiter) and token_limiter is None else None
         self._key = key
         self._block = block
         self._timeout = timeout
@@ -143,6 +145,11 @@ class RateLimitMiddleware(Middleware):
         self._clock = clock
 
     async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
+        simple = self._simple
+        if simple is not None:  # one shared request bucket, no token budget: the common case, kept short
+            if not simple.try_acquire(1):
+                await self._acquire(simple, 1, self._timeout, ctx, "a request slot")
+            return await self.next(request, ctx)
         tenant = self._key(request) if self._key is not None else None
         deadline: float | None = None
         limiter = self._limiter
