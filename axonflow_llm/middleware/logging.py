@@ -83,7 +83,9 @@ class LoggingMiddleware(Middleware):
     metadata, tracebacks; the prompt and completion only with ``log_content=True`` (first 1000 chars).
 
     ``logger``: a structlog logger (default ``structlog.get_logger("axonflow_llm")``) or a stdlib
-    ``logging.Logger``. A filtered-out level costs next to nothing: a structlog filtering logger
+    ``logging.Logger``. With the default logger nothing is logged until the application calls
+    ``structlog.configure()``: a library should not print to your stdout unasked (structlog's own default
+    would print every event). A filtered-out level costs next to nothing: a structlog filtering logger
     (``make_filtering_bound_logger``) is asked once and the answer kept; a stdlib-backed one is asked
     ``isEnabledFor`` on each call, so its level may change at run time. A lazy logger from
     ``get_logger()`` follows ``structlog.configure()`` done after construction, as structlog itself does
@@ -94,6 +96,7 @@ class LoggingMiddleware(Middleware):
 
     __slots__ = (
         "_clock",
+        "_configured_seen",
         "_content",
         "_debug_on",
         "_emit_debug",
@@ -109,6 +112,7 @@ class LoggingMiddleware(Middleware):
         "_ok_on",
         "_on",
         "_procs_seen",
+        "_unasked",
         "_watch",
         "_wrapper_seen",
     )
@@ -132,6 +136,7 @@ class LoggingMiddleware(Middleware):
             raise TypeError(f"log_content must be True or False, got {log_content!r}")
         self._content = log_content
         self._clock = clock if clock is not None else system_clock
+        self._unasked = logger is None
         if logger is None:
             logger = structlog.get_logger("axonflow_llm")
         elif isinstance(logger, stdlib_logging.Logger):
@@ -156,6 +161,7 @@ class LoggingMiddleware(Middleware):
             self._wrapper_seen = cfg.default_wrapper_class
             self._procs_seen = cfg.default_processors
             self._factory_seen = cfg.logger_factory
+            self._configured_seen = cfg.is_configured
         self._emit_ok = getattr(bound, _NAMES[self._level])
         self._emit_err = getattr(bound, _NAMES[self._err_level])
         self._emit_debug = bound.debug
@@ -171,6 +177,11 @@ class LoggingMiddleware(Middleware):
         else:  # stdlib-backed: the level may change at any time, ask on each call
             self._is_enabled = check
             self._ok_on = self._err_on = self._debug_on = True
+        if self._unasked and not structlog.is_configured():
+            # A library does not write to your stdout unasked: with the default logger, events start once
+            # the application configures structlog (noticed on the next call, like any reconfiguration).
+            self._is_enabled = None
+            self._ok_on = self._err_on = self._debug_on = False
         self._on = self._ok_on or self._err_on
 
     def _allowed(self, level: int, static: bool) -> bool:
@@ -183,6 +194,7 @@ class LoggingMiddleware(Middleware):
             cfg.default_wrapper_class is not self._wrapper_seen
             or cfg.default_processors is not self._procs_seen
             or cfg.logger_factory is not self._factory_seen
+            or cfg.is_configured is not self._configured_seen
         ):
             with contextlib.suppress(Exception):  # broken reconfiguration: keep the logger we had
                 self._resolve()

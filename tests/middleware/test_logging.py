@@ -233,11 +233,30 @@ async def test_the_retry_listener_is_installed_only_when_debug_is_enabled() -> N
         seen.append(c)
         return response()
 
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     await LoggingMiddleware(leaf)(REQUEST, ctx())
     assert RETRY_LISTENER_KEY in seen[-1].state
     only_info()
     await LoggingMiddleware(leaf)(REQUEST, ctx())
     assert RETRY_LISTENER_KEY not in seen[-1].state
+
+
+async def test_the_default_logger_stays_silent_until_the_application_configures_structlog(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[CallContext] = []
+
+    async def leaf(request: CompletionRequest, c: CallContext) -> Reply:
+        seen.append(c)
+        return response()
+
+    mw = LoggingMiddleware(leaf)
+    await mw(REQUEST, ctx())
+    assert capsys.readouterr().out == ""  # structlog's own default would print the event
+    assert RETRY_LISTENER_KEY not in seen[-1].state
+    out = json_output()
+    await mw(REQUEST, ctx())  # the same middleware notices the configuration
+    assert '"event": "llm.call"' in out.getvalue()
 
 
 async def test_a_listener_already_in_place_is_still_called() -> None:
