@@ -104,7 +104,7 @@ class SpendingBudget:
         with self._lock:
             ledger, now_slice = self._ledger(tenant)
             if ledger.spent + ledger.reserved + amount > self._limit + _EPSILON:
-                raise BudgetExceededError(self._refusal(tenant, ledger, amount, now_slice))
+                raise self._refusal(tenant, ledger, amount, now_slice)
             ledger.reserved += amount
 
     def settle(self, tenant: str, reserved: float, actual: float) -> None:
@@ -173,8 +173,9 @@ class SpendingBudget:
                 return
         # Every tracked tenant has a call in flight: go over the bound until one settles.
 
-    def _refusal(self, tenant: str, ledger: _Ledger, amount: float, now_slice: int) -> str:
+    def _refusal(self, tenant: str, ledger: _Ledger, amount: float, now_slice: int) -> BudgetExceededError:
         over = ledger.spent + ledger.reserved + amount - self._limit
+        retry_after: float | None = None
         if amount > self._limit:
             when = "this call alone costs more than the whole budget"
         elif ledger.reserved + amount > self._limit:
@@ -186,12 +187,19 @@ class SpendingBudget:
                 if freed >= over - _EPSILON:
                     wait = (index + _SLICES + 1) * self._slice - self._clock.now()
                     break
-            when = f"enough earlier spending leaves the window in about {max(wait, 0.0):.0f}s"
-        return (
+            retry_after = max(wait, 0.0)
+            when = f"enough earlier spending leaves the window in about {retry_after:.0f}s"
+        return BudgetExceededError(
             f"spending budget exceeded for tenant {tenant!r}: ${ledger.spent:.6f} spent and "
             f"${ledger.reserved:.6f} in flight of ${self._limit:.2f} per {self._window:g}s window; "
             f"this call is estimated at ${amount:.6f}; {when}. Raise SpendingBudget(limit_usd=...), "
-            "lower the request's max_tokens, or wait."
+            "lower the request's max_tokens, or wait.",
+            tenant=tenant,
+            limit_usd=self._limit,
+            spent_usd=ledger.spent,
+            in_flight_usd=ledger.reserved,
+            estimate_usd=amount,
+            retry_after=retry_after,
         )
 
 

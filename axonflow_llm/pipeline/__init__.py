@@ -18,6 +18,7 @@ from .errors import (
     RateLimitExceededError,
     ServerError,
     StreamInterruptedError,
+    TokenRefreshError,
 )
 from .middleware import FunctionMiddleware, Handler, HookFunction, Middleware, Reply
 from .models import (
@@ -83,6 +84,7 @@ __all__ = [
     "StreamOutcome",
     "StreamResponse",
     "SystemClock",
+    "TokenRefreshError",
     "UsageStats",
     "hook",
     "observe_stream",

@@ -17,6 +17,7 @@
     ├── CircuitOpenError             the breaker fails fast          not retryable here
     ├── RateLimitExceededError       the local limiter said no       retryable
     ├── BudgetExceededError          the spending budget is used up  not retryable
+    ├── TokenRefreshError            a refreshable credential failed as its cause
     └── ConfigError (ValueError)     a configuration cannot work     not retryable
 
 Every error has ``retryable``. Foreign exceptions (httpx, JSON decoding) are mapped at the leaf, in
@@ -51,6 +52,7 @@ __all__ = [
     "RateLimitExceededError",
     "ServerError",
     "StreamInterruptedError",
+    "TokenRefreshError",
     "redact",
     "request_secrets",
 ]
@@ -263,7 +265,47 @@ class RateLimitExceededError(AxonFlowError):
 
 
 class BudgetExceededError(AxonFlowError):
-    """The call would take a tenant's spending over its budget for the current window."""
+    """The call would take a tenant's spending over its budget for the current window.
+
+    ``retry_after`` is the time until enough earlier spending leaves the window, where that is known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tenant: str | None = None,
+        limit_usd: float | None = None,
+        spent_usd: float | None = None,
+        in_flight_usd: float | None = None,
+        estimate_usd: float | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.in_flight_usd = in_flight_usd
+        self.estimate_usd = estimate_usd
+        self.retry_after = retry_after
+
+
+class TokenRefreshError(AxonFlowError):
+    """A refreshable credential could not be refreshed; the cause is chained, the token is never shown.
+
+    Retryable when the cause is (a dropped connection to the token endpoint, a retryable provider error).
+    """
+
+    @property
+    def retryable(self) -> bool:
+        cause = self.__cause__
+        if isinstance(cause, AxonFlowError):
+            return cause.retryable
+        if isinstance(cause, OSError | TimeoutError):
+            return True
+        import httpx  # only on this error path; the providers have imported it already
+
+        return isinstance(cause, httpx.TransportError)
 
 
 class ConfigError(AxonFlowError, ValueError):

@@ -1,7 +1,7 @@
 """The leaves of the onion: the built-in providers, the HTTP base they share, auth, and custom providers."""
 
 from .anthropic import AnthropicProvider
-from .auth import APIKeyAuth, Auth, BasicAuth, BearerTokenAuth, ChainedAuth, NoAuth, TokenRefreshError
+from .auth import APIKeyAuth, Auth, BasicAuth, BearerTokenAuth, ChainedAuth, NoAuth
 from .azure_openai import AzureOpenAIProvider
 from .bedrock import BedrockProvider
 from .builder import ProviderBuilder
@@ -28,6 +28,5 @@ __all__ = [
     "OllamaProvider",
     "OpenAIProvider",
     "ProviderBuilder",
-    "TokenRefreshError",
     "default_http_client",
 ]

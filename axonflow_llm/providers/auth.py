@@ -12,7 +12,7 @@ from typing import TypeAlias
 import httpx
 
 from ..pipeline.clock import Clock, system_clock
-from ..pipeline.errors import AxonFlowError, redact
+from ..pipeline.errors import TokenRefreshError, redact
 
 __all__ = [
     "APIKeyAuth",
@@ -45,20 +45,6 @@ def _check_secret(value: object, owner: str, what: str, env_var: str | None = No
             "(a trailing newline read from a file?); strip it"
         )
     return value
-
-
-class TokenRefreshError(AxonFlowError):
-    """A refreshable credential could not be refreshed; the cause is chained, the token is never shown.
-
-    Retryable when the cause is (a dropped connection to the token endpoint, a retryable provider error).
-    """
-
-    @property
-    def retryable(self) -> bool:
-        cause = self.__cause__
-        if isinstance(cause, AxonFlowError):
-            return cause.retryable
-        return isinstance(cause, OSError | TimeoutError | httpx.TransportError)
 
 
 class Auth(httpx.Auth):

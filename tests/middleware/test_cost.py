@@ -173,6 +173,10 @@ async def test_the_budget_blocks_the_call_that_would_go_over_before_it_is_sent()
     for part in ("'t1'", "$3.000000 spent", "$5.00", "3600s", "estimated at $3.000000", "limit_usd"):
         assert part in message
     assert not info.value.retryable
+    err = info.value
+    assert (err.tenant, err.limit_usd, err.in_flight_usd) == ("t1", 5.0, 0.0)
+    assert err.spent_usd == pytest.approx(3.0) and err.estimate_usd == pytest.approx(3.0)
+    assert err.retry_after == pytest.approx(3600 + 60, abs=61)  # when the $3 leaves the rolling window
     await mw(req(max_tokens=0), ctx())  # a $1 estimate still fits: $3 + $1 <= $5
     assert handler.call_count == 2
 
@@ -203,8 +207,9 @@ async def test_the_window_rolls_over_and_spending_leaves_it() -> None:
     mw = cost_mw(ScriptedHandler(then=response(model="m-1", usage=USAGE)), budget=budget, tenant=by_tenant)
     await mw(req(), ctx())
     await clock.advance(300)
-    with pytest.raises(BudgetExceededError, match="in about 310s"):
+    with pytest.raises(BudgetExceededError, match="in about 310s") as info:
         await mw(req(), ctx())
+    assert info.value.retry_after == pytest.approx(310)
     await clock.advance(300)  # 600s after: the spending is still in its last 10s slice
     with pytest.raises(BudgetExceededError):
         await mw(req(), ctx())
