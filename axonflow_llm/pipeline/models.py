@@ -194,11 +194,20 @@ class CostEstimate(msgspec.Struct, frozen=True, kw_only=True):
     currency: str = "USD"
 
 
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential", "auth")
+
+
+def _secret_key(name: object) -> bool:
+    low = str(name).lower()
+    return any(word in low for word in _SECRET_WORDS)
+
+
 class ProviderConfig(msgspec.Struct, kw_only=True):
     """How to build one provider (the seed's ``llm.ProviderConfig``). ``timeout`` is in seconds.
 
     ``settings`` carries provider-specific options (``deployment``/``api_version`` for Azure) and the
-    middleware settings read from YAML. ``api_key`` is never shown by ``repr()``.
+    middleware settings read from YAML. ``repr()`` never shows ``api_key``, nor a setting whose name
+    says it is a credential (``*key*``, ``*secret*``, ``*token*``, ``*password*``, ``*credential*``, ``*auth*``).
     """
 
     name: str
@@ -221,6 +230,8 @@ class ProviderConfig(msgspec.Struct, kw_only=True):
             v = getattr(self, f)
             if f == "api_key":
                 v = "***" if v else None
+            elif f == "settings" and v:
+                v = {k: "***" if _secret_key(k) and val else val for k, val in v.items()}
             fields.append(f"{f}={v!r}")
         return f"ProviderConfig({', '.join(fields)})"
 

@@ -92,6 +92,13 @@ def test_provider_config_repr_masks_the_key_and_validate_names_the_field() -> No
     cfg = ProviderConfig(name="x", type=ProviderType.OPENAI, api_key="sk-secret-123456789")
     assert "sk-secret" not in repr(cfg)
     assert "api_key='***'" in repr(cfg)
+    with_settings = ProviderConfig(
+        name="x", type=ProviderType.BEDROCK,
+        settings={"aws_secret_access_key": "wJalrXUtnFEMI-SECRET", "azure_ad_token": "eyJ-TOKEN", "region": "eu"},
+    )
+    text = repr(with_settings)
+    assert "SECRET" not in text and "eyJ-TOKEN" not in text
+    assert "'region': 'eu'" in text
     cfg.validate()
     bad = ProviderConfig(name="x", type=ProviderType.OPENAI, weight=-1)
     with pytest.raises(ValueError, match="weight"):
