@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -14,7 +14,6 @@ from ..pipeline.models import (
     Capability,
     CompletionRequest,
     CompletionResponse,
-    CostEstimate,
     HealthCheckResult,
     ProviderType,
     StreamChunk,
@@ -30,6 +29,9 @@ from .anthropic_wire import (
 )
 from .auth import APIKeyAuth
 from .http_provider import HTTPProvider
+
+if TYPE_CHECKING:
+    from ..middleware.pricing import ModelPrice, PriceTable
 
 __all__ = ["DEFAULT_ANTHROPIC_ENDPOINT", "DEFAULT_ANTHROPIC_MODEL", "AnthropicProvider"]
 
@@ -63,13 +65,15 @@ class AnthropicProvider(HTTPProvider):
     ``claude-sonnet-4-5``); ``endpoint`` (the base URL as the official SDK takes it, default
     ``https://api.anthropic.com``); ``max_tokens``; ``timeout`` (seconds); ``http_client`` (shared, not
     closed by ``aclose()``); ``pipeline`` (default: the standard middleware with this key); ``clock``;
-    ``settings`` (``headers``: extra headers such as ``anthropic-beta``).
+    ``settings`` (``headers``: extra headers such as ``anthropic-beta``; not credentials); ``prices``
+    (model price overrides, see :class:`HTTPProvider`). Cost estimates assume the ``max_tokens`` sent.
 
     It is the leaf of its onion; the ``x-api-key`` auth object is shared by all calls. ``health_check()``
     lists the models (``GET /v1/models``), which spends no tokens.
     """
 
     provider_type = ProviderType.ANTHROPIC
+    fallback_output_tokens = DEFAULT_MAX_TOKENS  # what is sent when nothing sets max_tokens
 
     def __init__(
         self,
@@ -84,17 +88,12 @@ class AnthropicProvider(HTTPProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         settings: Mapping[str, Any] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
         key = api_key or os.environ.get(API_KEY_ENV)
         if not key:
             raise ValueError(f"{name}: Anthropic needs an API key: pass api_key= or set the {API_KEY_ENV} variable")
-        settings = settings or {}
-        headers = {"anthropic-version": ANTHROPIC_VERSION}
-        extra = settings.get("headers")
-        if extra is not None:
-            if not isinstance(extra, Mapping):
-                raise TypeError(f"{name}: settings['headers'] must be a mapping of header names to values")
-            headers.update({str(k).lower(): str(v) for k, v in extra.items()})
+        headers = {"anthropic-version": ANTHROPIC_VERSION, **self.settings_headers(name, settings)}
         model = model or DEFAULT_ANTHROPIC_MODEL
         super().__init__(
             name=name,
@@ -107,8 +106,8 @@ class AnthropicProvider(HTTPProvider):
             pipeline=pipeline,
             clock=clock,
             capabilities=_CAPABILITIES,
-            cost_estimator=self._estimate_cost,
             headers=headers,
+            prices=prices,
         )
         self._messages_url = self.url("/v1/messages")
         self._body_max_tokens = self.default_max_tokens or DEFAULT_MAX_TOKENS
@@ -158,13 +157,3 @@ class AnthropicProvider(HTTPProvider):
     async def health_check(self) -> HealthCheckResult:
         """``GET /v1/models``: checks the endpoint and the key; spends no tokens."""
         return await self.probe("GET", self.url("/v1/models"))
-
-    def _estimate_cost(self, request: CompletionRequest) -> CostEstimate | None:
-        from ..middleware.pricing import estimate_cost
-
-        return estimate_cost(
-            request,
-            model=request.model or self._info.model,
-            provider_type=ProviderType.ANTHROPIC.value,
-            default_output_tokens=self._body_max_tokens,
-        )

@@ -17,6 +17,7 @@ from ..pipeline.errors import (
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
+from .http_provider import RAW_FINISH_REASON, tool_as_user
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -131,8 +132,9 @@ def build_body(request: CompletionRequest, *, model: str, max_tokens: int, strea
     """The JSON body of ``POST /v1/messages``.
 
     The system prompt and any ``system`` messages go to the top-level ``system`` (joined by a blank
-    line); ``tool`` messages are sent as ``user`` turns (text only). ``temperature`` 0 is sent as 0;
-    unset sampling parameters are not sent.
+    line); ``tool`` messages are sent as labelled ``user`` turns (:func:`tool_as_user`); consecutive turns
+    of one role are left for the API to combine, as it documents. ``temperature`` 0 is sent as 0; unset
+    sampling parameters are not sent.
     """
     system: list[str] = [request.system_prompt] if request.system_prompt else []
     messages: list[dict[str, str]] = []
@@ -140,7 +142,8 @@ def build_body(request: CompletionRequest, *, model: str, max_tokens: int, strea
         if m.role == "system":
             system.append(m.content)
         else:
-            messages.append({"role": "assistant" if m.role == "assistant" else "user", "content": m.content})
+            m = tool_as_user(m)
+            messages.append({"role": m.role, "content": m.content})
     if not messages:
         raise ValueError(
             "Anthropic needs at least one user or assistant message; the request has only system text. "
@@ -210,7 +213,7 @@ def to_response(
     if msg.id:
         meta["id"] = msg.id
     if msg.stop_reason:
-        meta["stop_reason"] = msg.stop_reason
+        meta[RAW_FINISH_REASON] = msg.stop_reason
     return CompletionResponse(
         content=text,
         model=msg.model or fallback_model,

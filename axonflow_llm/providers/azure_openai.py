@@ -6,7 +6,7 @@ import inspect
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -17,6 +17,9 @@ from axonflow_llm.pipeline.models import CompletionRequest, HealthCheckResult, P
 from axonflow_llm.pipeline.pipeline import Pipeline
 
 from .openai import OPENAI_DEFAULT_MODEL, OpenAIProvider
+
+if TYPE_CHECKING:
+    from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
 
 __all__ = ["AZURE_DEFAULT_API_VERSION", "AzureOpenAIProvider"]
 
@@ -46,7 +49,9 @@ class AzureOpenAIProvider(OpenAIProvider):
     model), ``api_version`` (default ``"v1"``, the current GA API; or ``OPENAI_API_VERSION``),
     ``azure_ad_token_provider`` (a callable returning an Entra ID token, sync or async, as the official SDK
     takes; or returning ``(token, lifetime_seconds)``), ``azure_ad_token`` (a fixed token). Without
-    either, ``api_key`` (or ``AZURE_OPENAI_API_KEY``) is sent in the ``api-key`` header.
+    either, ``api_key`` (or ``AZURE_OPENAI_API_KEY``) is sent in the ``api-key`` header. A token provider
+    is asked again when its token is due, before each attempt (with or without an ``AuthMiddleware``).
+    ``headers``: extra headers on every request (not credentials); ``prices``: see :class:`HTTPProvider`.
     ``request.model``, when set, names the deployment for that call. ``model`` is the underlying model,
     used for capabilities and pricing. Request ids come from ``apim-request-id``.
     """
@@ -66,6 +71,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         settings: Mapping[str, Any] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
         settings = dict(settings or {})
         resource = settings.get("resource")
@@ -108,6 +114,7 @@ class AzureOpenAIProvider(OpenAIProvider):
             pipeline=pipeline,
             clock=clock,
             settings=settings,
+            prices=prices,
         )
         self._chat_url = self._url_for(deployment)
 

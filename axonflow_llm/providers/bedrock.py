@@ -5,22 +5,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from ..pipeline.clock import Clock
 from ..pipeline.context import CallContext
-from ..pipeline.errors import APIConnectionError, APIError, ConfigError, find_error_message, redact
-from ..pipeline.middleware import Reply
+from ..pipeline.errors import APIError, ConfigError, find_error_message, redact, request_secrets
 from ..pipeline.models import (
     Capability,
     CompletionRequest,
     CompletionResponse,
-    CostEstimate,
     HealthCheckResult,
     HealthStatus,
-    ProviderConfig,
     ProviderType,
     StreamChunk,
 )
@@ -38,6 +35,9 @@ from .bedrock_wire import (
 from .http_provider import HTTPProvider
 from .sigv4 import SigV4Auth, import_botocore
 
+if TYPE_CHECKING:
+    from ..middleware.pricing import ModelPrice, PriceTable
+
 __all__ = ["DEFAULT_BEDROCK_MODEL", "BedrockProvider"]
 
 #: On-demand in most Bedrock regions, text in and out through Converse; pass ``model=`` for Claude etc.
@@ -49,7 +49,6 @@ _REGION = re.compile(r"[a-z]{2}(-[a-z0-9]+)+")
 _HEALTH_MODES = ("control_plane", "credentials")
 _BASE = (Capability.CHAT, Capability.COMPLETION, Capability.STREAMING)
 _RICH = (*_BASE, Capability.FUNCTION_CALLING, Capability.CODE_GENERATION, Capability.LONG_CONTEXT)
-P = TypeVar("P", bound="BedrockProvider")
 
 
 def capabilities_for(model_id: str) -> tuple[Capability, ...]:
@@ -74,7 +73,9 @@ class BedrockProvider(HTTPProvider):
     ``inferenceConfig`` (``maxTokens``, ``temperature``, ``topP``, ``stopSequences``). ``top_k`` has no
     Converse field: it is sent in ``additionalModelRequestFields`` as the family takes it (Claude
     ``top_k``, Nova ``inferenceConfig.topK``); for other families ``ValueError`` asks for the setting
-    ``additional_model_request_fields`` instead, whose fields are sent with every call.
+    ``additional_model_request_fields`` instead, whose fields are sent with every call. ``tool`` messages
+    are sent as labelled ``user`` text, and consecutive turns of one role as one message with a text
+    block each (Converse wants user and assistant turns to alternate).
 
     Credentials, as botocore resolves them: ``api_key`` (a Bedrock API key, sent as a bearer token), else
     the settings ``aws_access_key_id``/``aws_secret_access_key``/``aws_session_token``, else
@@ -82,7 +83,11 @@ class BedrockProvider(HTTPProvider):
     setting or ``$AWS_PROFILE``, SSO, container and instance roles) resolved off the event loop on first
     use. Each attempt is signed afresh with SigV4 (service ``bedrock``) over the exact bytes sent. The
     region: ``region``, else ``$AWS_REGION``, ``$AWS_DEFAULT_REGION``, the profile's region. Needs the
-    ``axonflow-llm[bedrock]`` extra (botocore).
+    ``axonflow-llm[bedrock]`` extra (botocore): without it, construction raises
+    :class:`~axonflow_llm.providers.sigv4.BotocoreMissingError`, both a ``ConfigError`` and an
+    ``ImportError``, naming the extra. ``settings["headers"]``: extra headers (not credentials, which
+    would break the signature); ``prices``: see :class:`HTTPProvider`. Errors put the AWS error type
+    (``x-amzn-errortype``) in front of the message.
 
     ``health_check()``: the runtime has no free endpoint, so by default it resolves the credentials and
     asks the control plane (``GET https://bedrock.{region}.amazonaws.com/foundation-models/{id}``, no
@@ -108,8 +113,9 @@ class BedrockProvider(HTTPProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         settings: Mapping[str, Any] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
-        botocore = import_botocore()
+        botocore = import_botocore(name)
         settings = settings or {}
         profile = settings.get("profile")
         access_key = settings.get("aws_access_key_id")
@@ -166,7 +172,8 @@ class BedrockProvider(HTTPProvider):
             pipeline=pipeline,
             clock=clock,
             capabilities=capabilities_for(model),
-            cost_estimator=self._estimate_cost,
+            headers=self.settings_headers(name, settings),
+            prices=prices,
         )
         self.region = region
         self._additional: Mapping[str, Any] | None = extra
@@ -183,32 +190,6 @@ class BedrockProvider(HTTPProvider):
         self._buffer_cls = botocore.eventstream.EventStreamBuffer
         self._parser_error = botocore.eventstream.ParserError
         self._model_urls: dict[tuple[str, bool], str] = {}
-
-    @classmethod
-    def from_config(
-        cls: type[P],
-        config: ProviderConfig,
-        *,
-        http_client: httpx.AsyncClient | None = None,
-        pipeline: Pipeline | None = None,
-        clock: Clock | None = None,
-    ) -> P:
-        """Build from a :class:`ProviderConfig`; ``region`` is read too."""
-        kwargs: dict[str, Any] = {
-            "name": config.name,
-            "api_key": config.api_key,
-            "region": config.region,
-            "endpoint": config.endpoint,
-            "max_tokens": config.max_tokens,
-            "timeout": config.timeout,
-            "settings": dict(config.settings),
-            "http_client": http_client,
-            "pipeline": pipeline,
-            "clock": clock,
-        }
-        if config.model:
-            kwargs["model"] = config.model
-        return cls(**kwargs)
 
     # -- mapping ---------------------------------------------------------------------------------------
 
@@ -227,27 +208,11 @@ class BedrockProvider(HTTPProvider):
         )
         return self.json_request("POST", self._model_url(model, ctx.streaming), body)
 
-    async def send(self, request: CompletionRequest, ctx: CallContext) -> Reply:
-        """One attempt; the credentials are made ready first (resolved once, refreshed before expiry)."""
-        auth = ctx.auth
-        if auth is not None and getattr(auth, "needs_prepare", False):
-            await auth.prepare()
-        return await super().send(request, ctx)
-
-    async def _send(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> httpx.Response:
-        # Bedrock names the error in x-amzn-errortype; put it in front of the message.
-        response = await super()._send(http_request, auth, stream=stream)
-        if not response.is_error:
-            return response
-        if stream:
-            try:
-                await response.aread()
-            except self._transport_errors as exc:
-                raise self._connection_error(exc) from exc
-            finally:
-                await response.aclose()
+    def error_from_response(self, response: httpx.Response) -> APIError:
+        """Bedrock names the error in ``x-amzn-errortype``: it goes in front of the message
+        (``ThrottlingException: Too many requests``)."""
         err = APIError.from_response(response, provider=self.name, message=_error_message(response))
-        raise _scrubbed(err, http_request, auth)
+        return _scrubbed(err, [], self.info.auth)
 
     def parse_response(
         self, response: httpx.Response, request: CompletionRequest, *, latency: float
@@ -284,7 +249,7 @@ class BedrockProvider(HTTPProvider):
                 try:
                     chunk = state.feed(message.headers, message.payload)
                 except APIError as err:
-                    raise _scrubbed(err, response.request, self._info.auth) from None
+                    raise _scrubbed(err, request_secrets(response.request), self._info.auth) from None
                 if chunk is not None:
                     yield chunk
                 elif state.finished:
@@ -293,56 +258,39 @@ class BedrockProvider(HTTPProvider):
     # -- the rest of the interface ---------------------------------------------------------------------
 
     async def health_check(self) -> HealthCheckResult:
-        clock = self._info.clock
-        start = clock.now()
-        auth = self._info.auth
-        try:
-            await self._prepare_auth(auth)
-        except Exception as exc:
-            return self._health(
-                HealthStatus.UNHEALTHY, clock.now() - start, f"{self.name}: AWS credentials: {redact(str(exc))}"
-            )
-        model = self._info.model or ""
-        base = _base_model_id(model)
+        base = _base_model_id(self.model or "")
         if self._health_mode == "credentials" or base is None:
-            return self._health(
+            clock = self.info.clock
+            start = clock.now()
+            try:
+                await self.prepare_auth(self.info.auth)
+            except Exception as exc:
+                return self.health_result(
+                    HealthStatus.UNHEALTHY, clock.now() - start, f"{self.name}: AWS credentials: {redact(str(exc))}"
+                )
+            return self.health_result(
                 HealthStatus.HEALTHY, clock.now() - start, f"{self.name}: credentials resolved (no request sent)"
             )
-        req = self.json_request("GET", f"{self._control_endpoint}/foundation-models/{quote_model_id(base)}")
-        req.extensions["timeout"] = httpx.Timeout(10.0, connect=5.0).as_dict()
-        try:
-            await self._send(req, auth, stream=False)
-        except APIError as exc:
-            latency = clock.now() - start
-            if exc.status_code == 403 and "AccessDeniedException" in exc.message:
-                return self._health(
-                    HealthStatus.HEALTHY, latency, f"{self.name}: signature accepted; not allowed to read model details"
-                )
-            return self._health(HealthStatus.UNHEALTHY, latency, str(exc))
-        except APIConnectionError as exc:
-            return self._health(HealthStatus.UNHEALTHY, clock.now() - start, str(exc))
-        return self._health(HealthStatus.HEALTHY, clock.now() - start, f"{self.name}: reachable, model {base} found")
-
-    def _estimate_cost(self, request: CompletionRequest) -> CostEstimate | None:
-        from ..middleware.pricing import estimate_cost
-
-        kwargs: dict[str, Any] = {}
-        if self.default_max_tokens is not None:
-            kwargs["default_output_tokens"] = self.default_max_tokens
-        return estimate_cost(
-            request, model=request.model or self._info.model, provider_type=ProviderType.BEDROCK.value, **kwargs
+        return await self.probe(
+            "GET", f"{self._control_endpoint}/foundation-models/{quote_model_id(base)}", accept_error=_access_denied
         )
 
 
-def _scrubbed(err: APIError, request: httpx.Request, auth: Any) -> APIError:
-    """``err`` with the session token (sent in ``x-amz-security-token``, which the generic scrubber does
-    not know) and the auth's own secrets replaced by ``***`` in its message and body."""
-    token = request.headers.get("x-amz-security-token")
+def _access_denied(err: APIError) -> str | None:
+    """The control plane refused to describe the model: the signature was accepted, so the credentials work."""
+    if err.status_code == 403 and "AccessDeniedException" in err.message:
+        return "signature accepted; not allowed to read model details"
+    return None
+
+
+def _scrubbed(err: APIError, secrets: list[str], auth: Any) -> APIError:
+    """``err`` with ``secrets`` (what the request carried, e.g. the session token) and the auth's own
+    secrets (the secret access key, never sent) replaced by ``***`` in its message and body."""
     scrub = getattr(auth, "scrub", None)
     for attr in ("message", "body"):
         text = getattr(err, attr)
         if text:
-            text = redact(text, [token] if token else [])
+            text = redact(text, secrets) if secrets else text
             setattr(err, attr, scrub(text) if scrub is not None else text)
     return err
 

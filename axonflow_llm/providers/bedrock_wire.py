@@ -17,6 +17,7 @@ from ..pipeline.errors import (
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
+from .http_provider import RAW_FINISH_REASON, tool_as_user
 
 __all__ = [
     "RESPONSE_DECODER",
@@ -167,7 +168,9 @@ def build_body(
 ) -> dict[str, Any]:
     """The JSON body of ``Converse`` / ``ConverseStream``.
 
-    ``messages`` are ``[{role, content: [{text}]}]`` (``tool`` messages sent as ``user`` text), the system
+    ``messages`` are ``[{role, content: [{text}]}]``: ``tool`` messages as labelled ``user`` text
+    (:func:`tool_as_user`), consecutive turns of one role as one message with a text block each (Converse
+    refuses a conversation whose roles do not alternate). The system
     prompt and ``system`` messages go to ``system: [{text}]``, sampling to ``inferenceConfig``
     (``maxTokens``, ``temperature``, ``topP``, ``stopSequences``); ``top_k`` and ``additional_fields`` to
     ``additionalModelRequestFields``.
@@ -177,9 +180,12 @@ def build_body(
     for m in request.chat_messages():
         if m.role == "system":
             system.append({"text": m.content})
+            continue
+        m = tool_as_user(m)
+        if messages and messages[-1]["role"] == m.role:
+            messages[-1]["content"].append({"text": m.content})
         else:
-            role = "assistant" if m.role == "assistant" else "user"
-            messages.append({"role": role, "content": [{"text": m.content}]})
+            messages.append({"role": m.role, "content": [{"text": m.content}]})
     if not messages:
         raise ValueError(
             "Bedrock Converse needs at least one user or assistant message; the request has only system "
@@ -249,7 +255,7 @@ def to_response(
     text = "".join(b.text for b in resp.output.message.content if b.text)
     meta: dict[str, Any] = {}
     if resp.stop_reason:
-        meta["stop_reason"] = resp.stop_reason
+        meta[RAW_FINISH_REASON] = resp.stop_reason
     if resp.usage.cache_read_input_tokens:
         meta["cache_read_input_tokens"] = resp.usage.cache_read_input_tokens
     if resp.usage.cache_write_input_tokens:

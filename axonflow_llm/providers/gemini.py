@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
@@ -15,7 +15,6 @@ from ..pipeline.models import (
     Capability,
     CompletionRequest,
     CompletionResponse,
-    CostEstimate,
     HealthCheckResult,
     ProviderType,
     StreamChunk,
@@ -25,11 +24,15 @@ from .auth import APIKeyAuth
 from .gemini_wire import RESPONSE_DECODER, GeminiStreamState, build_body, model_path, to_response
 from .http_provider import HTTPProvider
 
+if TYPE_CHECKING:
+    from ..middleware.pricing import ModelPrice, PriceTable
+
 __all__ = ["DEFAULT_GEMINI_ENDPOINT", "DEFAULT_GEMINI_MODEL", "GeminiProvider"]
 
 DEFAULT_GEMINI_ENDPOINT = "https://generativelanguage.googleapis.com"
 DEFAULT_GEMINI_MODEL = "gemini-2.5-flash"
-API_KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+#: As the official google-genai client: ``GOOGLE_API_KEY`` wins when both are set.
+API_KEY_ENVS = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
 API_VERSION = "v1beta"
 
 _CAPABILITIES = (
@@ -54,11 +57,13 @@ class GeminiProvider(HTTPProvider):
     ``stopSequences``) with only what is set. A stream ends at the candidate's ``finishReason``; an
     ``{"error": ...}`` payload inside the 200 stream raises its typed error.
 
-    Arguments: ``name``; ``api_key`` (default ``$GEMINI_API_KEY``, then ``$GOOGLE_API_KEY``); ``model``
+    Arguments: ``name``; ``api_key`` (default ``$GOOGLE_API_KEY``, then ``$GEMINI_API_KEY``: when both are
+    set, ``GOOGLE_API_KEY`` wins, as in the official ``google-genai`` client); ``model``
     (default ``gemini-2.5-flash``; ``models/...`` and ``tunedModels/...`` names are taken as given);
     ``endpoint`` (base URL, default ``https://generativelanguage.googleapis.com``); ``max_tokens`` (sent
     as ``maxOutputTokens`` when the request has none; otherwise the model's default applies);
-    ``timeout``; ``http_client``; ``pipeline``; ``clock``; ``settings`` (``headers``: extra headers).
+    ``timeout``; ``http_client``; ``pipeline``; ``clock``; ``settings`` (``headers``: extra headers, not
+    credentials); ``prices`` (model price overrides, see :class:`HTTPProvider`).
 
     It is the leaf of its onion. ``health_check()`` lists the models (``GET /v1beta/models``), which
     spends no tokens.
@@ -79,16 +84,13 @@ class GeminiProvider(HTTPProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         settings: Mapping[str, Any] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
         key = api_key or os.environ.get(API_KEY_ENVS[0]) or os.environ.get(API_KEY_ENVS[1])
         if not key:
             raise ValueError(
                 f"{name}: Gemini needs an API key: pass api_key= or set the GEMINI_API_KEY (or GOOGLE_API_KEY) variable"
             )
-        settings = settings or {}
-        extra = settings.get("headers")
-        if extra is not None and not isinstance(extra, Mapping):
-            raise TypeError(f"{name}: settings['headers'] must be a mapping of header names to values")
         super().__init__(
             name=name,
             model=model or DEFAULT_GEMINI_MODEL,
@@ -100,8 +102,8 @@ class GeminiProvider(HTTPProvider):
             pipeline=pipeline,
             clock=clock,
             capabilities=_CAPABILITIES,
-            cost_estimator=self._estimate_cost,
-            headers={str(k): str(v) for k, v in extra.items()} if extra else None,
+            headers=self.settings_headers(name, settings),
+            prices=prices,
         )
         self._model_urls: dict[tuple[str, bool], str] = {}
 
@@ -154,13 +156,3 @@ class GeminiProvider(HTTPProvider):
     async def health_check(self) -> HealthCheckResult:
         """``GET /v1beta/models``: checks the endpoint and the key; spends no tokens."""
         return await self.probe("GET", self.url(f"/{API_VERSION}/models"), params={"pageSize": "1"})
-
-    def _estimate_cost(self, request: CompletionRequest) -> CostEstimate | None:
-        from ..middleware.pricing import estimate_cost
-
-        kwargs: dict[str, Any] = {}
-        if self.default_max_tokens is not None:
-            kwargs["default_output_tokens"] = self.default_max_tokens
-        return estimate_cost(
-            request, model=request.model or self._info.model, provider_type=ProviderType.GEMINI.value, **kwargs
-        )

@@ -13,6 +13,7 @@ from ..pipeline.errors import (
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
+from .http_provider import RAW_FINISH_REASON, tool_as_user
 
 __all__ = [
     "RESPONSE_DECODER",
@@ -124,16 +125,21 @@ def build_body(request: CompletionRequest, *, max_tokens: int | None) -> dict[st
     """The JSON body of ``:generateContent`` / ``:streamGenerateContent``.
 
     Roles are ``user`` and ``model`` (assistant turns); the system prompt and ``system`` messages go to
-    ``systemInstruction``; ``tool`` messages are sent as ``user`` text. Sampling parameters go to
-    ``generationConfig``; unset ones are not sent.
+    ``systemInstruction``; ``tool`` messages are sent as labelled ``user`` text (:func:`tool_as_user`).
+    Consecutive turns of one role become one content with a part each, since the API wants user and
+    model turns to alternate. Sampling parameters go to ``generationConfig``; unset ones are not sent.
     """
     system: list[str] = [request.system_prompt] if request.system_prompt else []
     contents: list[dict[str, Any]] = []
     for m in request.chat_messages():
         if m.role == "system":
             system.append(m.content)
+            continue
+        m = tool_as_user(m)
+        role = "model" if m.role == "assistant" else "user"
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].append({"text": m.content})
         else:
-            role = "model" if m.role == "assistant" else "user"
             contents.append({"role": role, "parts": [{"text": m.content}]})
     if not contents:
         raise ValueError(
@@ -242,7 +248,7 @@ def to_response(
         text, tool = _text(cand)
         reason = finish_reason(cand.finish_reason, tool_call=tool)
         if cand.finish_reason:
-            meta["finish_reason"] = cand.finish_reason
+            meta[RAW_FINISH_REASON] = cand.finish_reason
     elif resp.prompt_feedback is not None and resp.prompt_feedback.block_reason:
         text, reason = "", _CONTENT_FILTER
         meta["block_reason"] = resp.prompt_feedback.block_reason

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
 import msgspec
@@ -20,6 +21,7 @@ from axonflow_llm.pipeline.errors import (
     AuthenticationError,
     AxonFlowError,
     BadRequestError,
+    ConfigError,
     MalformedResponseError,
     OverloadedError,
     RateLimitError,
@@ -27,6 +29,7 @@ from axonflow_llm.pipeline.errors import (
     StreamInterruptedError,
     redact,
     request_id_from_headers,
+    request_secrets,
 )
 from axonflow_llm.pipeline.middleware import Reply
 from axonflow_llm.pipeline.models import (
@@ -36,6 +39,7 @@ from axonflow_llm.pipeline.models import (
     CostEstimate,
     HealthCheckResult,
     HealthStatus,
+    Message,
     ProviderConfig,
     ProviderType,
     StreamChunk,
@@ -45,35 +49,129 @@ from axonflow_llm.pipeline.provider import BaseProvider
 
 from .transport import AiohttpTransport, default_timeout, default_transport, transport_errors, user_agent
 
-__all__ = ["HTTPChunkStream", "HTTPProvider"]
+if TYPE_CHECKING:
+    from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
+
+__all__ = ["RAW_FINISH_REASON", "TOOL_RESULT_PREFIX", "HTTPChunkStream", "HTTPProvider", "tool_as_user"]
 
 T = TypeVar("T")
 P = TypeVar("P", bound="HTTPProvider")
 
 _EXCERPT = 200
-_SECRET_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key", "proxy-authorization")
 #: How long to keep reading after the end marker so the connection goes back to the pool warm.
 _DRAIN_SECONDS = 2.0
 #: Health checks are cheap calls; they must not take the 600 s an LLM answer may.
 HEALTH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-
-
-def _secrets(request: httpx.Request | None) -> list[str]:
-    if request is None:
-        return []
-    found: list[str] = []
-    for name in _SECRET_HEADERS:
-        value = request.headers.get(name)
-        if value:
-            found.append(value)
-            found.append(value.partition(" ")[2])
-    return found
+#: The ``CompletionResponse.metadata`` key under which every built-in provider keeps the finish reason
+#: exactly as the service sent it (``"end_turn"``, ``"MAX_TOKENS"``, ``"length"``...).
+RAW_FINISH_REASON = "raw_finish_reason"
+#: A ``tool`` message is sent as a ``user`` turn whose text starts with this line (see :func:`tool_as_user`).
+TOOL_RESULT_PREFIX = "Tool result:\n"
+#: Headers that ``headers=`` / ``settings["headers"]`` may not set: credentials belong to the auth object
+#: (applied per attempt, refreshed, scrubbed from errors), framing to the transport.
+_RESERVED_HEADERS = frozenset({
+    "authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "x-amz-security-token",
+    "x-amz-date", "host", "content-length", "transfer-encoding",
+})
+_CONFIG_FIELDS = ("endpoint", "model", "region", "max_tokens", "timeout")
+_MIDDLEWARE_SETTINGS = frozenset({"rate_limit", "retry", "circuit_breaker", "timeouts", "pricing"})
+_FIXED = object()  # marks "the provider's auth needs preparing" (no auth object is this one)
 
 
 def excerpt(data: bytes | str, request: httpx.Request | None = None) -> str:
     """A short, redacted excerpt of a body, for error messages."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
-    return redact(text[:_EXCERPT], _secrets(request))
+    return redact(text[:_EXCERPT], request_secrets(request) if request is not None else ())
+
+
+def tool_as_user(message: Message) -> Message:
+    """A ``tool`` message as every built-in provider sends it: a ``user`` turn whose text starts with
+    :data:`TOOL_RESULT_PREFIX`; other roles are returned unchanged.
+
+    ``Message`` carries no ``tool_call_id``, which OpenAI requires of a ``tool`` turn (a 400 without it)
+    and which Anthropic, Gemini and Bedrock need for their tool-result blocks; so a tool's output travels
+    as labelled user text, which every API accepts and every model reads.
+    """
+    if message.role != "tool":
+        return message
+    return Message(role="user", content=TOOL_RESULT_PREFIX + message.content)
+
+
+def _init_keywords(cls: type) -> frozenset[str]:
+    """The keyword arguments ``cls(...)`` takes: its ``__init__``'s, and, while an ``__init__`` passes
+    ``**kwargs`` on, those of the next one up the MRO."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):  # pragma: no cover - a C-level __init__
+            break
+        forwards = False
+        for p in params:
+            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                names.add(p.name)
+            elif p.kind is p.VAR_KEYWORD:
+                forwards = True
+        if not forwards:
+            break
+    names.discard("self")
+    return frozenset(names)
+
+
+def _checked_headers(name: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+    if not headers:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"{name}: headers must be a mapping of header names to values, got {type_name(headers)}")
+    out: dict[str, str] = {}
+    for key, value in headers.items():
+        low = str(key).lower()
+        if low in _RESERVED_HEADERS:
+            what = "the transport sets it" if low in ("host", "content-length", "transfer-encoding") else (
+                "credentials go in api_key= (or auth=), which is applied to every attempt and scrubbed from "
+                "errors"
+            )
+            raise ValueError(f"{name}: extra headers may not set {key!r}: {what}")
+        out[low] = str(value)
+    return out
+
+
+def _needs_prepare(auth: Any) -> bool:
+    """Whether ``auth`` must be made ready (resolved, refreshed) before it is applied; as AuthMiddleware
+    decides: its ``needs_prepare``, else whether it has a ``prepare`` method."""
+    if auth is None:
+        return False
+    prepare = getattr(auth, "prepare", None)
+    if not callable(prepare):
+        return False
+    needs = getattr(auth, "needs_prepare", None)
+    return True if needs is None else bool(needs)
+
+
+def _price_table(prices: Any) -> PriceTable | None:
+    try:
+        from axonflow_llm.middleware.pricing import as_price_table
+    except ImportError:  # pragma: no cover - the middleware package is optional for a bare provider
+        if prices is not None:
+            raise
+        return None
+    return as_price_table(prices)
+
+
+def _config_prices(config: ProviderConfig) -> dict[str, ModelPrice]:
+    """``config.settings["pricing"]`` (Structs from a file, or plain mappings) as ``{model: ModelPrice}``;
+    ``ConfigError`` naming the field if it is not valid."""
+    from axonflow_llm.config.schema import MiddlewareSettings
+    from axonflow_llm.middleware.pricing import ModelPrice
+
+    pricing = MiddlewareSettings.of(config).pricing
+    return {
+        model: ModelPrice(input_per_1m=p.input_per_1m, output_per_1m=p.output_per_1m)
+        for model, p in pricing.items()
+    }
 
 
 class HTTPProvider(BaseProvider):
@@ -81,12 +179,14 @@ class HTTPProvider(BaseProvider):
 
     A subclass says how to *map* (request to HTTP, HTTP to response/chunks); this class does the *I/O*: one
     pooled ``httpx.AsyncClient`` (the user's, if handed in, never closed by ``aclose()``), ``ctx.auth``
+    made ready (a refreshable credential is refreshed when due, even without an ``AuthMiddleware``) and
     applied to every request, ``httpx`` errors mapped to the hierarchy in ``pipeline/errors.py`` with the
-    cause chained, non-2xx answers read and raised as ``APIError.from_response``, latency on the provider's
-    clock, and streams that always close their HTTP response (exhausted, failed, ``aclose()``\\ d, cancelled).
-    It is the leaf of the onion: every middleware runs before ``send``. With its own client (the default,
-    see :func:`~axonflow_llm.providers.transport.default_transport`) a request goes straight to the pooled
-    transport; a client handed in is used through ``client.send()``, so its own configuration applies.
+    cause chained, non-2xx answers read and raised as :meth:`error_from_response`, latency on the
+    provider's clock, and streams that always close their HTTP response (exhausted, failed,
+    ``aclose()``\\ d, cancelled). It is the leaf of the onion: every middleware runs before ``send``. With
+    its own client (the default, see :func:`~axonflow_llm.providers.transport.default_transport`) a
+    request goes straight to the pooled transport; a client handed in is used through ``client.send()``,
+    so its own configuration applies.
 
     A subclass implements three methods and usually ``health_check``::
 
@@ -116,21 +216,31 @@ class HTTPProvider(BaseProvider):
     ``parse_stream`` need not handle transport errors or the missing end marker: the base wraps it in an
     :class:`HTTPChunkStream`, which raises ``APIConnectionError``/``APITimeoutError`` for a drop before the
     first chunk, ``StreamInterruptedError`` (cause chained) after it, and ``StreamInterruptedError`` when
-    the body ends without a ``done=True`` chunk.
+    the body ends without a ``done=True`` chunk. To read a provider's own error header or body shape,
+    override :meth:`error_from_response`.
 
     Constructor arguments (keyword-only): ``name``, ``type`` (defaults to the class's ``provider_type``),
     ``model``, ``endpoint`` (the base URL; a trailing slash is dropped), ``auth`` (an object with
     ``apply(httpx.Request)``, or an ``httpx.Auth``), ``max_tokens`` (default for requests without one:
     ``self.default_max_tokens``), ``timeout`` (seconds or ``httpx.Timeout``; default connect 5 s, read
-    600 s), ``http_client``, ``pipeline`` (``None``: :func:`default_pipeline` with this ``auth``),
-    ``clock``, ``capabilities``, ``cost_estimator``, ``headers`` (extra headers on every request).
+    600 s), ``http_client``, ``pipeline`` (``None``: :func:`default_pipeline` with this ``auth`` and
+    ``prices``), ``clock``, ``capabilities``, ``cost_estimator`` (default: the price table),
+    ``headers`` (extra headers on every request; a credential or framing header such as
+    ``Authorization``, ``x-api-key`` or ``Host`` is refused: pass credentials as ``auth``), ``prices``
+    (a ``PriceTable``, or ``{model: ModelPrice}`` laid over the shipped table: used by
+    :meth:`estimate_cost` and the default pipeline's ``CostMiddleware``).
 
-    Stable API for subclasses: ``provider_type``, ``url()``, ``json_request()``, ``decode()``,
-    ``request_id()``, ``sse_events()``, ``ndjson_lines()``, ``stream_error()``, ``probe()``,
-    ``default_max_tokens``, ``client``, ``from_config()``, ``resolve_pipeline()``.
+    Stable API for subclasses: ``provider_type``, ``fallback_output_tokens``, ``url()``,
+    ``json_request()``, ``decode()``, ``malformed()``, ``request_id()``, ``sse_events()``,
+    ``ndjson_lines()``, ``stream_error()``, ``error_from_response()``, ``prepare_auth()``, ``probe()``,
+    ``health_result()``, ``settings_headers()``, ``default_max_tokens``, ``prices``, ``client``,
+    ``from_config()``, ``resolve_pipeline()``.
     """
 
     provider_type: ClassVar[ProviderType] = ProviderType.CUSTOM
+    #: Output tokens a cost estimate assumes when neither the request nor the provider sets ``max_tokens``
+    #: (a provider that always sends a limit, as Anthropic must, sets it to that limit).
+    fallback_output_tokens: ClassVar[int] = 1024
 
     def __init__(
         self,
@@ -148,6 +258,7 @@ class HTTPProvider(BaseProvider):
         capabilities: Iterable[Capability] = (Capability.CHAT, Capability.COMPLETION, Capability.STREAMING),
         cost_estimator: Callable[[CompletionRequest], CostEstimate | None] | None = None,
         headers: Mapping[str, str] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
         if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
             raise ValueError(f"{name}: endpoint must be an http:// or https:// URL, got {endpoint!r}")
@@ -158,6 +269,7 @@ class HTTPProvider(BaseProvider):
             raise TypeError(
                 f"{name}: http_client must be an httpx.AsyncClient, got {type_name(http_client)}"
             )
+        extra_headers = _checked_headers(name, headers)
         t = default_timeout(timeout)
         owns = http_client is None
         # Our own client: requests go straight to its transport (no per-call cookie, hook, redirect or auth
@@ -180,14 +292,19 @@ class HTTPProvider(BaseProvider):
             "user-agent": user_agent(),
             "content-type": "application/json",
             "accept": "application/json",
+            **extra_headers,
         }
-        if headers:
-            self._headers.update({k.lower(): v for k, v in headers.items()})
         self._merge_client_config = not owns
         self._transport_errors = transport_errors()
+        # The leaf prepares ctx.auth unless it is the provider's own auth and that needs no preparing: one
+        # identity test on the fixed-key path.
+        self._ready_auth: Any = _FIXED if _needs_prepare(auth) else auth
+        self._auth_clock = clock  # as the default AuthMiddleware: None lets the auth use its own clock
+        self._prices = _price_table(prices)
+        ptype = ProviderType(type or self.provider_type)
         super().__init__(
             name=name,
-            type=type or self.provider_type,
+            type=ptype,
             model=model,
             endpoint=self._base_url,
             auth=auth,
@@ -196,12 +313,13 @@ class HTTPProvider(BaseProvider):
             pipeline=self.resolve_pipeline(
                 pipeline, auth=auth, clock=clock,
                 timeout=float(timeout) if isinstance(timeout, int | float) else None,
+                prices=self._prices if prices is not None else None,
             ),
             clock=clock,
             capabilities=capabilities,
             cost_estimator=(
                 cost_estimator if cost_estimator is not None
-                else self.default_cost_estimator(model, ProviderType(type or self.provider_type))
+                else self._estimate_cost if self._prices is not None else None
             ),
         )
 
@@ -209,9 +327,15 @@ class HTTPProvider(BaseProvider):
 
     @staticmethod
     def resolve_pipeline(
-        pipeline: Pipeline | None, *, auth: Any, clock: Clock | None, timeout: float | None = None
+        pipeline: Pipeline | None,
+        *,
+        auth: Any,
+        clock: Clock | None,
+        timeout: float | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> Pipeline:
-        """``pipeline`` if given, else ``default_pipeline(auth=, clock=, timeout=)`` for this provider."""
+        """``pipeline`` if given, else ``default_pipeline(auth=, clock=, timeout=, prices=)`` for this
+        provider."""
         if pipeline is not None:
             if not isinstance(pipeline, Pipeline):
                 raise TypeError(f"pipeline must be a Pipeline, got {type_name(pipeline)}")
@@ -220,28 +344,42 @@ class HTTPProvider(BaseProvider):
             from axonflow_llm.middleware.defaults import default_pipeline
         except ImportError:  # the middleware package is optional for a bare provider
             return Pipeline()
-        return default_pipeline(auth=auth, clock=clock, timeout=timeout)
+        return default_pipeline(auth=auth, clock=clock, timeout=timeout, prices=prices)
+
+    @property
+    def prices(self) -> PriceTable | None:
+        """The price table :meth:`estimate_cost` reads (the shipped one, with the ``prices`` given laid
+        over it); ``None`` without the middleware package."""
+        return self._prices
+
+    def _estimate_cost(self, request: CompletionRequest) -> CostEstimate | None:
+        """From :attr:`prices`: output tokens are ``request.max_tokens``, else the provider's
+        ``max_tokens``, else :attr:`fallback_output_tokens`; ``None`` for a model without a price."""
+        from axonflow_llm.middleware.pricing import estimate_cost
+
+        model = request.model or self._info.model
+        if not model:
+            return None
+        result: CostEstimate | None = estimate_cost(
+            request, model=model, prices=self._prices, provider_type=self._info.type,
+            default_output_tokens=self.default_max_tokens or self.fallback_output_tokens,
+        )
+        return result
 
     @staticmethod
-    def default_cost_estimator(
-        model: str | None, provider_type: ProviderType | None = None
-    ) -> Callable[[CompletionRequest], CostEstimate | None] | None:
-        """Estimates from the pricing module's default price table (``None`` if that module is absent)."""
-        try:
-            from axonflow_llm.middleware.pricing import PriceTable, estimate_cost
-        except ImportError:
-            return None
-        prices = PriceTable.default()
-        ptype = provider_type.value if provider_type is not None else None
-
-        def estimate(request: CompletionRequest) -> CostEstimate | None:
-            chosen = request.model or model
-            if not chosen:
-                return None
-            result: CostEstimate | None = estimate_cost(request, model=chosen, prices=prices, provider_type=ptype)
-            return result
-
-        return estimate
+    def settings_headers(name: str, settings: Mapping[str, Any] | None) -> dict[str, str]:
+        """``settings["headers"]`` as a dict of lower-cased names to str values (``{}`` if absent);
+        ``TypeError`` if it is not a mapping. The constructor then refuses credential and framing
+        headers (see the class docstring)."""
+        extra = settings.get("headers") if settings else None
+        if extra is None:
+            return {}
+        if not isinstance(extra, Mapping):
+            raise TypeError(
+                f"{name}: settings['headers'] must be a mapping of header names to values, "
+                f"got {type_name(extra)}"
+            )
+        return {str(k).lower(): str(v) for k, v in extra.items()}
 
     @classmethod
     def from_config(
@@ -252,20 +390,63 @@ class HTTPProvider(BaseProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
     ) -> P:
-        """Build from a :class:`ProviderConfig`; ``None`` fields take the constructor's defaults."""
-        kwargs: dict[str, Any] = {
-            "name": config.name,
-            "api_key": config.api_key,
-            "endpoint": config.endpoint,
-            "max_tokens": config.max_tokens,
-            "timeout": config.timeout,
-            "settings": dict(config.settings),
-            "http_client": http_client,
-            "pipeline": pipeline,
-            "clock": clock,
-        }
-        if config.model:
-            kwargs["model"] = config.model
+        """Build from a :class:`ProviderConfig`; fields left ``None`` take the constructor's defaults.
+
+        The contract, for your subclasses too: the constructor takes ``name``, ``http_client``,
+        ``pipeline`` and ``clock`` (as this class's does), and each config field goes to the keyword of
+        the same name where the constructor has one (``type``, ``api_key``, ``endpoint``, ``model``,
+        ``region``, ``max_tokens``, ``timeout``, ``settings``; ``**kwargs`` passed on to a base class
+        count as that class's keywords). Where it has none:
+
+        - ``api_key`` becomes ``auth=APIKeyAuth(api_key)`` (``Authorization: Bearer``) if it takes
+          ``auth``;
+        - ``settings["headers"]`` becomes ``headers=``; the middleware settings (``retry``,
+          ``rate_limit``, ``circuit_breaker``, ``timeouts``, ``pricing``) are left to the registry, which
+          builds the pipeline from them;
+        - ``settings["pricing"]`` also becomes ``prices=`` when the constructor takes ``prices``, so that
+          :meth:`estimate_cost` honours it;
+        - anything else that is set raises ``ConfigError`` naming it: accept the keyword, or override
+          ``from_config``.
+        """
+        takes = _init_keywords(cls)
+        where = f"provider {config.name!r} ({cls.__name__})"
+        kwargs: dict[str, Any] = {"name": config.name, "http_client": http_client, "pipeline": pipeline,
+                                  "clock": clock}
+        if "type" in takes:
+            kwargs["type"] = config.type
+        refused: list[str] = []
+        if config.api_key:
+            if "api_key" in takes:
+                kwargs["api_key"] = config.api_key
+            elif "auth" in takes:
+                from .auth import APIKeyAuth
+
+                kwargs["auth"] = APIKeyAuth(config.api_key)
+            else:
+                refused.append("api_key")
+        for field in _CONFIG_FIELDS:
+            value = getattr(config, field)
+            if value is not None:
+                if field in takes:
+                    kwargs[field] = value
+                else:
+                    refused.append(field)
+        settings = dict(config.settings)
+        if "settings" in takes:
+            kwargs["settings"] = settings
+        else:
+            for key in settings:
+                if key == "headers" and "headers" in takes:
+                    kwargs["headers"] = cls.settings_headers(config.name, settings)
+                elif key not in _MIDDLEWARE_SETTINGS:
+                    refused.append(f"settings[{key!r}]")
+        if "pricing" in settings and "prices" in takes:
+            kwargs["prices"] = _config_prices(config)
+        if refused:
+            raise ConfigError(
+                f"{where}: the configuration sets {', '.join(refused)}, which {cls.__name__}() does not "
+                "take; accept the keyword in its constructor, or override from_config()"
+            )
         return cls(**kwargs)
 
     # -- the subclass's part ----------------------------------------------------------------------------
@@ -414,58 +595,90 @@ class HTTPProvider(BaseProvider):
         *,
         params: Mapping[str, str] | None = None,
         check: Callable[[httpx.Response], str | None] | None = None,
+        accept_error: Callable[[APIError], str | None] | None = None,
     ) -> HealthCheckResult:
         """A cheap request as a health check: HEALTHY on 2xx (``check`` may return a problem to report as
-        UNHEALTHY), UNHEALTHY with the reason otherwise. Never raises for an HTTP or network error."""
+        UNHEALTHY), UNHEALTHY with the reason otherwise. ``accept_error`` may turn an error answer (the
+        :meth:`error_from_response` error) into HEALTHY by returning a message (Bedrock: access denied
+        means the signature was accepted). The credentials are made ready first. Never raises."""
         clock = self._info.clock
         start = clock.now()
+        auth = self._info.auth
+        try:
+            await self.prepare_auth(auth)
+        except Exception as exc:  # a token source or credential chain that failed: unhealthy, not raised
+            return self.health_result(
+                HealthStatus.UNHEALTHY, clock.now() - start,
+                f"{self.name}: the credentials could not be prepared ({type_name(exc)}: {redact(str(exc))})",
+            )
         req = self.json_request(method, url, params=params)
         req.extensions["timeout"] = HEALTH_TIMEOUT.as_dict()
         try:
-            await self._prepare_auth(self._info.auth)
-            response = await self._send(req, self._info.auth, stream=False)
-        except AxonFlowError as exc:  # unreachable, or the credential could not be refreshed
-            return self._health(HealthStatus.UNHEALTHY, clock.now() - start, str(exc))
+            response = await self._send(req, auth, stream=False)
+        except AxonFlowError as exc:  # unreachable
+            return self.health_result(HealthStatus.UNHEALTHY, clock.now() - start, str(exc))
         latency = clock.now() - start
         if response.is_error:
-            err = APIError.from_response(response, provider=self.name)
-            return self._health(HealthStatus.UNHEALTHY, latency, str(err))
+            err = self.error_from_response(response)
+            accepted = accept_error(err) if accept_error is not None else None
+            if accepted:
+                return self.health_result(HealthStatus.HEALTHY, latency, f"{self.name}: {accepted}")
+            return self.health_result(HealthStatus.UNHEALTHY, latency, str(err))
         try:
             problem = check(response) if check is not None else None
         except AxonFlowError as exc:  # e.g. the listing did not decode
             problem = str(exc)
         if problem:
-            return self._health(HealthStatus.UNHEALTHY, latency, f"{self.name}: {problem}")
-        return self._health(HealthStatus.HEALTHY, latency, f"{self.name}: reachable ({response.status_code})")
+            return self.health_result(HealthStatus.UNHEALTHY, latency, f"{self.name}: {problem}")
+        return self.health_result(
+            HealthStatus.HEALTHY, latency, f"{self.name}: reachable ({response.status_code})"
+        )
 
-    def _health(self, status: HealthStatus, latency: float, message: str) -> HealthCheckResult:
+    def health_result(self, status: HealthStatus, latency: float, message: str) -> HealthCheckResult:
+        """A :class:`HealthCheckResult` stamped now, counting this failure onto the recent ones."""
         failures = 0 if status is HealthStatus.HEALTHY else self._consecutive_failures + 1
         return HealthCheckResult(status=status, latency=latency, message=message, checked_at=time.time(),
                                  consecutive_failures=failures)
 
-    @staticmethod
-    async def _prepare_auth(auth: Any) -> None:
-        """Refresh a refreshable credential outside the pipeline (health checks bypass the AuthMiddleware)."""
-        prepare = getattr(auth, "prepare", None)
-        if prepare is not None and getattr(auth, "needs_prepare", True):
-            result = prepare()
-            if asyncio.iscoroutine(result):
-                await result
+    async def prepare_auth(self, auth: Any) -> None:
+        """Make ``auth`` ready to apply: resolve or refresh a credential that needs it (a token source, an
+        Entra ID token provider, the AWS credential chain), as ``AuthMiddleware`` would, with the
+        provider's clock if one was given. Fixed keys need nothing. The leaf calls it for every attempt
+        whose ``ctx.auth`` is not a fixed key, so a pipeline without ``AuthMiddleware`` works too; a
+        fresh token costs only the check."""
+        if not _needs_prepare(auth):
+            return
+        clock = self._auth_clock
+        result = auth.prepare() if clock is None else auth.prepare(clock.now())
+        if inspect.isawaitable(result):
+            await result
+
+    def error_from_response(self, response: httpx.Response) -> APIError:
+        """The error to raise for a non-2xx answer, its body already read: by default
+        ``APIError.from_response`` (the subclass for the status, the service's message from the JSON body,
+        ``Retry-After``, the request id, the request's credentials scrubbed). Override it to read a
+        provider's own error header or body shape; keep the result an :class:`APIError` from
+        ``APIError.from_response`` (pass ``message=``) so it stays typed and scrubbed."""
+        return APIError.from_response(response, provider=self.name)
 
     # -- the leaf ----------------------------------------------------------------------------------------
 
     async def send(self, request: CompletionRequest, ctx: CallContext) -> Reply:
-        """One attempt: build, authenticate, send, then parse (or hand back an :class:`HTTPChunkStream`)."""
+        """One attempt: prepare the credentials if due, build, authenticate, send, then parse (or hand back
+        an :class:`HTTPChunkStream`)."""
+        auth = ctx.auth
+        if auth is not self._ready_auth:
+            await self.prepare_auth(auth)
         http_request = self.build_request(request, ctx)
         clock = ctx.info.clock
         start = clock.now()
         if not ctx.streaming:
-            response = await self._send(http_request, ctx.auth, stream=False)
+            response = await self._send(http_request, auth, stream=False)
             latency = clock.now() - start
             if response.is_error:
-                raise APIError.from_response(response, provider=self.name)
+                raise self.error_from_response(response)
             return self.parse_response(response, request, latency=latency)
-        response = await self._send(http_request, ctx.auth, stream=True)
+        response = await self._send(http_request, auth, stream=True)
         if response.is_error:
             try:
                 await response.aread()
@@ -473,7 +686,7 @@ class HTTPProvider(BaseProvider):
                 raise self._connection_error(exc) from exc
             finally:
                 await response.aclose()
-            raise APIError.from_response(response, provider=self.name)
+            raise self.error_from_response(response)
         return HTTPChunkStream(self, response, self.parse_stream(response, request))
 
     async def _send(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> httpx.Response:

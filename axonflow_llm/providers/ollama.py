@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -23,9 +24,12 @@ from axonflow_llm.pipeline.models import (
 )
 from axonflow_llm.pipeline.pipeline import Pipeline
 
-from .http_provider import HTTPProvider
+from .http_provider import RAW_FINISH_REASON, HTTPProvider, tool_as_user
 
-__all__ = ["OLLAMA_BASE_URL", "OLLAMA_DEFAULT_MODEL", "OllamaProvider", "ollama_capabilities"]
+if TYPE_CHECKING:
+    from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
+
+__all__ = ["OLLAMA_BASE_URL", "OLLAMA_DEFAULT_MODEL", "OllamaProvider", "ollama_capabilities", "ollama_host"]
 
 OLLAMA_BASE_URL = "http://localhost:11434"
 OLLAMA_DEFAULT_MODEL = "llama3.1"
@@ -94,21 +98,50 @@ def ollama_capabilities(model: str) -> list[Capability]:
     return caps
 
 
+def ollama_host(host: str | None) -> str:
+    """The base URL for an ``OLLAMA_HOST`` value, read as the official ``ollama`` Python client reads it:
+    no scheme means ``http://``; no port means 11434 (``http://`` and ``https://`` given explicitly mean
+    80 and 443); no host (``":56789"``) means localhost; an IPv6 address may be bracketed; a path is kept.
+    ``None`` or ``""`` is ``http://localhost:11434``. ``ValueError`` if the port is not a number."""
+    host = (host or "").strip()
+    port = 11434
+    scheme, sep, rest = host.partition("://")
+    if not sep:
+        scheme, rest = "http", host
+    elif scheme == "http":
+        port = 80
+    elif scheme == "https":
+        port = 443
+    else:
+        raise ValueError(f"OLLAMA_HOST must be host[:port] or an http(s):// URL, got scheme {scheme!r}")
+    split = urllib.parse.urlsplit(f"{scheme}://{rest}")
+    try:
+        port = split.port or port
+    except ValueError:
+        raise ValueError(f"OLLAMA_HOST {host!r} has a port that is not a number 0-65535") from None
+    name = split.hostname or "localhost"
+    if ":" in name:  # an IPv6 address: urlsplit drops the brackets a URL needs
+        name = f"[{name}]"
+    path = split.path.strip("/")
+    return f"{scheme}://{name}:{port}" + (f"/{path}" if path else "")
+
+
 def _default_endpoint() -> str:
     host = os.environ.get("OLLAMA_HOST")
-    if not host:
-        return OLLAMA_BASE_URL
-    return host if host.startswith(("http://", "https://")) else f"http://{host}"
+    return ollama_host(host) if host else OLLAMA_BASE_URL
 
 
 class OllamaProvider(HTTPProvider):
     """A model served by Ollama (``/api/chat``). Needs no key.
 
-    ``endpoint`` defaults to ``OLLAMA_HOST`` then ``http://localhost:11434``. ``api_key``, if given, is sent
-    as ``Authorization: Bearer`` (an Ollama behind an authenticating proxy). Temperature, top_p, top_k,
-    the token limit (``num_predict``) and stop sequences go in ``options``; ``settings["options"]`` adds
-    further Ollama options (``num_ctx``, ``seed``...) and ``settings["keep_alive"]`` how long the model
-    stays loaded. The health check lists the pulled models and reports whether this one is among them.
+    ``endpoint`` defaults to ``OLLAMA_HOST`` (read as the official client reads it, see
+    :func:`ollama_host`) then ``http://localhost:11434``. ``api_key``, if given, is sent as
+    ``Authorization: Bearer`` (an Ollama behind an authenticating proxy). Temperature, top_p, top_k, the
+    token limit (``num_predict``) and stop sequences go in ``options``; ``settings["options"]`` adds
+    further Ollama options (``num_ctx``, ``seed``...), ``settings["keep_alive"]`` how long the model stays
+    loaded, ``settings["headers"]`` extra headers (not credentials). A ``tool`` message is sent as a
+    labelled ``user`` turn, as by every provider. The health check lists the pulled models and reports
+    whether this one is among them.
     """
 
     provider_type = ProviderType.OLLAMA
@@ -126,6 +159,7 @@ class OllamaProvider(HTTPProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         settings: Mapping[str, Any] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
         settings = dict(settings or {})
         extra = settings.get("options") or {}
@@ -149,6 +183,8 @@ class OllamaProvider(HTTPProvider):
             pipeline=pipeline,
             clock=clock,
             capabilities=ollama_capabilities(model),
+            headers=self.settings_headers(name, settings),
+            prices=prices,
         )
         self._chat_url = self.url("/api/chat")
 
@@ -159,7 +195,7 @@ class OllamaProvider(HTTPProvider):
         if request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
         if request.messages:
-            messages.extend(request.messages)
+            messages.extend(map(tool_as_user, request.messages))
         if request.prompt:
             messages.append({"role": "user", "content": request.prompt})
         options: dict[str, Any] = dict(self._extra_options) if self._extra_options else {}
@@ -199,6 +235,7 @@ class OllamaProvider(HTTPProvider):
             latency=latency,
             provider=self.name,
             request_id=self.request_id(response),
+            metadata={RAW_FINISH_REASON: data.done_reason} if data.done_reason else {},
         )
 
     async def parse_stream(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import msgspec
@@ -23,7 +23,10 @@ from axonflow_llm.pipeline.models import (
 )
 from axonflow_llm.pipeline.pipeline import Pipeline
 
-from .http_provider import HTTPProvider
+from .http_provider import RAW_FINISH_REASON, HTTPProvider, tool_as_user
+
+if TYPE_CHECKING:
+    from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
 
 __all__ = ["OPENAI_BASE_URL", "OPENAI_DEFAULT_MODEL", "OpenAIProvider", "openai_capabilities"]
 
@@ -131,7 +134,12 @@ class OpenAIProvider(HTTPProvider):
     ``https://api.openai.com/v1`` (the official SDK's base URL: paths are appended to it). ``settings``:
     ``organization``/``project`` (or ``OPENAI_ORG_ID``/``OPENAI_PROJECT_ID``) become the
     ``OpenAI-Organization``/``OpenAI-Project`` headers; ``max_tokens_field`` overrides the field the token
-    limit is sent in (``"max_tokens"`` for older OpenAI-compatible servers).
+    limit is sent in (``"max_tokens"`` for older OpenAI-compatible servers); ``headers`` adds headers to
+    every request (not credentials). ``prices`` overrides model prices (see :class:`HTTPProvider`).
+
+    Messages are sent in order; a ``tool`` message becomes a labelled ``user`` turn (see
+    :func:`~axonflow_llm.providers.http_provider.tool_as_user`: a ``tool`` turn without the
+    ``tool_call_id`` it answers is refused by the API).
 
     It is the leaf of its pipeline (the default pipeline unless ``pipeline=`` is given); its one pooled
     client is closed by ``aclose()`` unless it was handed in.
@@ -158,6 +166,7 @@ class OpenAIProvider(HTTPProvider):
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         settings: Mapping[str, Any] | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
         settings = dict(settings or {})
         self._configure_fields(settings)
@@ -172,7 +181,8 @@ class OpenAIProvider(HTTPProvider):
             pipeline=pipeline,
             clock=clock,
             capabilities=openai_capabilities(model),
-            headers=self.extra_headers(settings),
+            headers={**self.extra_headers(settings), **self.settings_headers(name, settings)},
+            prices=prices,
         )
         self._chat_url = self.url("/chat/completions")
 
@@ -217,7 +227,8 @@ class OpenAIProvider(HTTPProvider):
         if request.system_prompt:
             messages.append({"role": "system", "content": request.system_prompt})
         if request.messages:
-            messages.extend(request.messages)  # msgspec encodes Message as {"role", "content"}
+            # msgspec encodes Message as {"role", "content"}; a tool turn goes as labelled user text.
+            messages.extend(map(tool_as_user, request.messages))
         if request.prompt:
             messages.append({"role": "user", "content": request.prompt})
         body: dict[str, Any] = {"model": model, "messages": messages} if model is not None else {"messages": messages}
@@ -249,6 +260,8 @@ class OpenAIProvider(HTTPProvider):
             raise self.malformed("the answer has no choices", response.content, response=response)
         choice = data.choices[0]
         metadata: dict[str, Any] = {"id": data.id} if data.id else {}
+        if choice.finish_reason:
+            metadata[RAW_FINISH_REASON] = choice.finish_reason
         if choice.message.refusal:
             metadata["refusal"] = choice.message.refusal
         return CompletionResponse(

@@ -11,9 +11,17 @@ import httpx
 from ..pipeline.errors import ConfigError, redact
 from .auth import Auth
 
-__all__ = ["BOTOCORE_MISSING", "SigV4Auth", "import_botocore"]
+__all__ = ["BOTOCORE_MISSING", "BotocoreMissingError", "SigV4Auth", "import_botocore"]
 
-BOTOCORE_MISSING = "AWS Bedrock needs botocore: pip install 'axonflow-llm[bedrock]'"
+BOTOCORE_MISSING = (
+    "AWS Bedrock needs botocore, which is not installed; install it with: pip install 'axonflow-llm[bedrock]'"
+)
+
+
+class BotocoreMissingError(ConfigError, ImportError):
+    """botocore (the ``axonflow-llm[bedrock]`` extra) is not installed. A :class:`ConfigError`, so the
+    registry reports it as a configuration that cannot work, and an ``ImportError``, as Python code
+    expects of a missing package."""
 
 #: The headers signed besides ``host`` and the ``x-amz-*`` ones botocore adds; all are fixed when the
 #: request is built, so the signature covers exactly what is sent.
@@ -21,16 +29,17 @@ _SIGNED = ("content-type",)
 _SET_BY_SIGNER = ("authorization", "x-amz-date", "x-amz-security-token")
 
 
-def import_botocore() -> Any:
-    """Import botocore, or raise ``ImportError`` saying which extra to install."""
+def import_botocore(owner: str | None = None) -> Any:
+    """Import botocore, or raise :class:`BotocoreMissingError` saying which extra to install (``owner``,
+    the provider's name, starts the message)."""
     try:
         import botocore.auth
         import botocore.awsrequest
         import botocore.credentials
         import botocore.eventstream
         import botocore.session
-    except ImportError as exc:  # pragma: no cover - botocore is installed in the dev environment
-        raise ImportError(BOTOCORE_MISSING) from exc
+    except ImportError as exc:
+        raise BotocoreMissingError(f"{owner}: {BOTOCORE_MISSING}" if owner else BOTOCORE_MISSING) from exc
     return botocore
 
 

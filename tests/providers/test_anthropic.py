@@ -220,8 +220,8 @@ async def test_system_messages_move_to_the_top_level_system() -> None:
     assert body["messages"] == [
         {"role": "user", "content": "Hi"},
         {"role": "assistant", "content": "Salut"},
-        {"role": "user", "content": "42"},
-        {"role": "user", "content": "And now?"},
+        {"role": "user", "content": "Tool result:\n42"},  # a labelled user turn: Message has no tool_use_id
+        {"role": "user", "content": "And now?"},  # consecutive user turns: the API combines them
     ]
 
 

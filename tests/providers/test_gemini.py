@@ -220,6 +220,25 @@ async def test_roles_are_user_and_model_and_system_goes_to_system_instruction() 
     ]
 
 
+async def test_tool_turns_are_labelled_user_text_and_consecutive_turns_share_one_content() -> None:
+    rec = Recorder(httpx.Response(200, json=EXAMPLE_RESPONSE))
+    await make(rec).complete(
+        CompletionRequest(
+            messages=[
+                Message(role="user", content="Weather in Paris?"),
+                Message(role="assistant", content="Checking."),
+                Message(role="tool", content='{"temp_c": 21}'),
+            ],
+            prompt="So?",
+        )
+    )
+    assert rec.body()["contents"] == [
+        {"role": "user", "parts": [{"text": "Weather in Paris?"}]},
+        {"role": "model", "parts": [{"text": "Checking."}]},
+        {"role": "user", "parts": [{"text": 'Tool result:\n{"temp_c": 21}'}, {"text": "So?"}]},
+    ]
+
+
 @pytest.mark.parametrize(
     ("model", "path"),
     [
@@ -306,7 +325,7 @@ async def test_finish_reasons_are_normalised(reason: str, expected: FinishReason
     body["candidates"][0]["finishReason"] = reason
     resp = await make(Recorder(httpx.Response(200, json=body))).complete(REQ)
     assert resp.finish_reason is expected
-    assert resp.metadata["finish_reason"] == reason
+    assert resp.metadata["raw_finish_reason"] == reason
 
 
 async def test_a_function_call_answer_finishes_with_tool_calls() -> None:
@@ -447,11 +466,14 @@ def test_missing_key_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"GEMINI_API_KEY": "AIza-gemini-env", "GOOGLE_API_KEY": "AIza-google-env"}, "AIza-gemini-env"),
+        # As google-genai (get_env_api_key): GOOGLE_API_KEY wins when both are set.
+        ({"GEMINI_API_KEY": "AIza-gemini-env", "GOOGLE_API_KEY": "AIza-google-env"}, "AIza-google-env"),
         ({"GOOGLE_API_KEY": "AIza-google-env"}, "AIza-google-env"),
+        ({"GEMINI_API_KEY": "AIza-gemini-env"}, "AIza-gemini-env"),
+        ({"GEMINI_API_KEY": "AIza-gemini-env", "GOOGLE_API_KEY": ""}, "AIza-gemini-env"),  # empty is unset
     ],
 )
-async def test_key_falls_back_to_gemini_then_google_variables(
+async def test_key_falls_back_to_google_then_gemini_variables(
     monkeypatch: pytest.MonkeyPatch, env: dict[str, str], expected: str
 ) -> None:
     monkeypatch.delenv("GEMINI_API_KEY", raising=False)

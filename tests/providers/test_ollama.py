@@ -26,7 +26,7 @@ from axonflow_llm.pipeline.models import (
     UsageStats,
 )
 from axonflow_llm.pipeline.pipeline import Pipeline
-from axonflow_llm.providers.ollama import OllamaProvider
+from axonflow_llm.providers.ollama import OllamaProvider, ollama_host
 from axonflow_llm.testing.fake_server import FakeLLMServer, Fault
 
 # The documented answers (github.com/ollama/ollama/blob/main/docs/api.md, "Generate a chat completion").
@@ -151,16 +151,52 @@ async def test_optional_key_is_sent_as_bearer(recorder: Any, bare: Pipeline) -> 
     assert recorder.last.headers["authorization"] == "Bearer ollama-KEY-0123456789"
 
 
-@pytest.mark.parametrize(("host", "expected"), [
-    (None, "http://localhost:11434"), ("10.0.0.5:11434", "http://10.0.0.5:11434"),
-    ("https://ollama.example/", "https://ollama.example"),
-])
+# OLLAMA_HOST as the official ollama-python client reads it (its _parse_host doctests), localhost for no host.
+OLLAMA_HOSTS = [
+    (None, "http://localhost:11434"),
+    ("", "http://localhost:11434"),
+    ("1.2.3.4", "http://1.2.3.4:11434"),
+    (":56789", "http://localhost:56789"),
+    ("1.2.3.4:56789", "http://1.2.3.4:56789"),
+    ("http://1.2.3.4", "http://1.2.3.4:80"),
+    ("https://1.2.3.4", "https://1.2.3.4:443"),
+    ("https://1.2.3.4:56789", "https://1.2.3.4:56789"),
+    ("example.com", "http://example.com:11434"),
+    ("example.com:56789", "http://example.com:56789"),
+    ("http://example.com", "http://example.com:80"),
+    ("https://example.com", "https://example.com:443"),
+    ("https://example.com:56789", "https://example.com:56789"),
+    ("example.com/", "http://example.com:11434"),
+    ("example.com:56789/", "http://example.com:56789"),
+    ("example.com/path", "http://example.com:11434/path"),
+    ("https://example.com:56789/path/", "https://example.com:56789/path"),
+    ("0.0.0.0", "http://0.0.0.0:11434"),
+    ("[::1]", "http://[::1]:11434"),
+    ("[::1]:56789", "http://[::1]:56789"),
+    ("https://[::1]", "https://[::1]:443"),
+]
+
+
+@pytest.mark.parametrize(("host", "expected"), OLLAMA_HOSTS)
+def test_ollama_host_is_read_as_the_official_client_reads_it(host: str | None, expected: str) -> None:
+    assert ollama_host(host) == expected
+
+
+@pytest.mark.parametrize(("host", "expected"), [(None, "http://localhost:11434"), (":8080", "http://localhost:8080"),
+                                                ("gpu-box", "http://gpu-box:11434")])
 def test_endpoint_defaults_to_ollama_host(monkeypatch: pytest.MonkeyPatch, host: str | None, expected: str) -> None:
     if host is None:
         monkeypatch.delenv("OLLAMA_HOST", raising=False)
     else:
         monkeypatch.setenv("OLLAMA_HOST", host)
     assert OllamaProvider(pipeline=Pipeline()).endpoint == expected
+    assert OllamaProvider(pipeline=Pipeline(), endpoint="http://given:1").endpoint == "http://given:1"
+
+
+@pytest.mark.parametrize("host", ["example.com:port", "ftp://example.com", "example.com:99999"])
+def test_a_bad_ollama_host_says_what_is_wrong(host: str) -> None:
+    with pytest.raises(ValueError, match="OLLAMA_HOST"):
+        ollama_host(host)
 
 
 def test_from_config_and_capabilities() -> None:
