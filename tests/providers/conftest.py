@@ -127,3 +127,43 @@ def assert_no_secret() -> Callable[..., None]:
 @pytest.fixture
 def fake_key() -> str:
     return FAKE_KEY
+
+
+# --- the six built-in providers, pointed at one fake server (test_http_provider, test_fault_matrix) -------
+
+AWS_CREDS = {"aws_access_key_id": "AKIDEXAMPLE000000000", "aws_secret_access_key": "wJalrXUtnFEMI-SECRET-KEY"}
+
+
+def _built_in(kind: str, server: FakeLLMServer, **kw: Any) -> Any:
+    """Provider ``kind`` with its own HTTP client, aimed at ``server`` (``pipeline`` defaults to none)."""
+    from axonflow_llm.providers.anthropic import AnthropicProvider
+    from axonflow_llm.providers.azure_openai import AzureOpenAIProvider
+    from axonflow_llm.providers.bedrock import BedrockProvider
+    from axonflow_llm.providers.gemini import GeminiProvider
+    from axonflow_llm.providers.ollama import OllamaProvider
+    from axonflow_llm.providers.openai import OpenAIProvider
+
+    kw.setdefault("pipeline", Pipeline())
+    if kind == "openai":
+        return OpenAIProvider(api_key=FAKE_KEY, endpoint=server.url + "/v1", **kw)
+    if kind == "azure-openai":  # the v1 API (the default): the deployment goes in the body's model
+        settings = {"deployment": "gpt-4o-mini", **kw.pop("settings", {})}
+        return AzureOpenAIProvider(api_key=FAKE_KEY, endpoint=server.url, settings=settings, **kw)
+    if kind == "anthropic":
+        return AnthropicProvider(api_key=FAKE_KEY, endpoint=server.url, **kw)
+    if kind == "ollama":
+        return OllamaProvider(endpoint=server.url, **kw)
+    if kind == "gemini":
+        return GeminiProvider(api_key=FAKE_KEY, endpoint=server.url, **kw)
+    if kind == "bedrock":
+        settings = {**AWS_CREDS, **kw.pop("settings", {})}
+        return BedrockProvider(region="us-east-1", endpoint=server.url, settings=settings, **kw)
+    raise AssertionError(f"unknown provider kind {kind!r}")
+
+
+@pytest.fixture
+def built_in() -> Callable[..., Any]:
+    """``built_in(kind, server, **kwargs)``: a built-in provider of ``kind`` (``"openai"``, ``"azure-openai"``,
+    ``"anthropic"``, ``"ollama"``, ``"gemini"``, ``"bedrock"``) aimed at the fake
+    server, with a bare pipeline unless ``pipeline=`` is given."""
+    return _built_in

@@ -172,6 +172,51 @@ async def test_sync_token_provider_and_fixed_token_work_too(recorder: Any) -> No
     assert recorder.last.headers["authorization"] == "Bearer fixed-TOKEN-0123456789"
 
 
+async def test_entra_id_works_without_auth_middleware_and_refreshes_when_due(recorder: Any) -> None:
+    from axonflow_llm.testing.fake_clock import FakeClock
+
+    calls = 0
+
+    async def token_provider() -> tuple[str, float]:
+        nonlocal calls
+        calls += 1
+        return f"entra-TOKEN-{calls}-0123456789", 3600.0
+
+    clock = FakeClock()
+    recorder.json(DOC_COMPLETION).json(DOC_COMPLETION).json(DOC_COMPLETION)
+    recorder.sse({"choices": [{"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}]}, "[DONE]")
+    p = AzureOpenAIProvider(endpoint=ENDPOINT, http_client=recorder.client, pipeline=Pipeline(), clock=clock,
+                            settings={"azure_ad_token_provider": token_provider})
+    await p.complete(CompletionRequest(prompt="hi"))
+    await p.complete(CompletionRequest(prompt="hi"))
+    assert [r.headers["authorization"] for r in recorder.requests] == ["Bearer entra-TOKEN-1-0123456789"] * 2
+    await clock.advance(3600.0)  # the token is due: the leaf asks for a new one before the next attempt
+    await p.complete(CompletionRequest(prompt="hi"))
+    await collect(p.stream(CompletionRequest(prompt="hi")))
+    assert recorder.requests[-2].headers["authorization"] == "Bearer entra-TOKEN-2-0123456789"
+    assert recorder.last.headers["authorization"] == "Bearer entra-TOKEN-2-0123456789"
+    assert calls == 2
+
+
+async def test_with_the_default_pipeline_the_token_is_fetched_once(recorder: Any) -> None:
+    from axonflow_llm.testing.fake_clock import FakeClock
+
+    calls = 0
+
+    def token_provider() -> str:
+        nonlocal calls
+        calls += 1
+        return "entra-TOKEN-0123456789"
+
+    recorder.json(DOC_COMPLETION).json(DOC_COMPLETION)
+    p = AzureOpenAIProvider(endpoint=ENDPOINT, http_client=recorder.client, clock=FakeClock(50.0),
+                            settings={"azure_ad_token_provider": token_provider})
+    assert "AuthMiddleware" in p.pipeline.names()
+    await p.complete(CompletionRequest(prompt="hi"))
+    await p.complete(CompletionRequest(prompt="hi"))
+    assert calls == 1  # AuthMiddleware and the leaf read one clock: no second fetch
+
+
 def test_configuration_errors_name_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_OPENAI_ENDPOINT", raising=False)
     monkeypatch.delenv("AZURE_OPENAI_API_KEY", raising=False)

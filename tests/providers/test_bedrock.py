@@ -644,9 +644,20 @@ async def test_a_bedrock_api_key_is_sent_as_a_bearer_token(monkeypatch: pytest.M
 
 
 def test_missing_botocore_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "botocore.eventstream", None)
-    with pytest.raises(ImportError, match=re.escape("pip install 'axonflow-llm[bedrock]'")):
+    monkeypatch.setitem(sys.modules, "botocore.eventstream", None)  # as if botocore were not installed
+    with pytest.raises(ImportError, match=re.escape("install it with: pip install 'axonflow-llm[bedrock]'")):
         BedrockProvider(pipeline=Pipeline(), region=REGION, settings=CREDS)
+
+
+def test_missing_botocore_through_the_registry_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from axonflow_llm.registry import create_provider
+
+    monkeypatch.setitem(sys.modules, "botocore.eventstream", None)
+    config = ProviderConfig(name="aws", type=ProviderType.BEDROCK, region=REGION, settings=CREDS)
+    with pytest.raises(ConfigError, match=re.escape("aws: AWS Bedrock needs botocore")) as info:
+        create_provider(config)
+    assert "install it with: pip install 'axonflow-llm[bedrock]'" in str(info.value)
+    assert isinstance(info.value, ImportError)  # and still what `except ImportError` expects
 
 
 def test_sigv4_auth_repr_shows_no_credentials() -> None:

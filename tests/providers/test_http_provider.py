@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -14,24 +16,35 @@ import pytest
 from axonflow_llm.pipeline.context import CallContext
 from axonflow_llm.pipeline.errors import (
     APIConnectionError,
+    APIError,
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ConfigError,
     OverloadedError,
     RateLimitError,
     ServerError,
     StreamInterruptedError,
+    request_secrets,
 )
 from axonflow_llm.pipeline.models import (
     CompletionRequest,
     CompletionResponse,
+    FinishReason,
     HealthStatus,
+    Message,
     ProviderConfig,
     ProviderType,
     StreamChunk,
 )
 from axonflow_llm.pipeline.pipeline import Pipeline
-from axonflow_llm.providers.http_provider import HTTPChunkStream, HTTPProvider
+from axonflow_llm.providers.http_provider import (
+    RAW_FINISH_REASON,
+    TOOL_RESULT_PREFIX,
+    HTTPChunkStream,
+    HTTPProvider,
+    excerpt,
+)
 from axonflow_llm.providers.transport import (
     DEFAULT_TIMEOUT,
     AiohttpTransport,
@@ -288,14 +301,304 @@ def test_defaults() -> None:
     assert isinstance(default_transport(transport="httpx"), httpx.AsyncHTTPTransport)
 
 
-def test_from_config_on_a_subclass() -> None:
+def test_from_config_on_a_subclass_that_takes_api_key_and_settings() -> None:
+    seen: dict[str, Any] = {}
+
     class Configured(LineProvider):
         def __init__(self, *, api_key: str | None = None, settings: Any = None, **kw: Any) -> None:
+            seen.update(api_key=api_key, settings=settings)
             super().__init__(**kw)
 
-    config = ProviderConfig(name="cfg", type=ProviderType.CUSTOM, endpoint="http://x.test/", max_tokens=9)
+    config = ProviderConfig(name="cfg", type=ProviderType.CUSTOM, endpoint="http://x.test/", max_tokens=9,
+                            api_key="sk-cfg-0123456789", settings={"flavour": "x"})
     p = Configured.from_config(config)
     assert (p.name, p.endpoint, p.default_max_tokens) == ("cfg", "http://x.test", 9)
+    assert seen == {"api_key": "sk-cfg-0123456789", "settings": {"flavour": "x"}}
+
+
+class Acme(HTTPProvider):
+    """A user's provider as the docs show it: the base constructor, nothing else."""
+
+    provider_type = ProviderType.CUSTOM
+
+    def build_request(self, request: CompletionRequest, ctx: CallContext) -> httpx.Request:
+        return self.json_request("POST", self.url("/gen"), {"prompt": request.prompt})
+
+    def parse_response(self, response: httpx.Response, request: CompletionRequest, *,
+                       latency: float) -> CompletionResponse:
+        return CompletionResponse(content=self.decode(response, _Line).text, provider=self.name)
+
+
+async def test_the_generic_from_config_builds_a_plain_subclass() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"text": "ok"})
+
+    config = ProviderConfig(
+        name="acme", type=ProviderType.CUSTOM, api_key="acme-KEY-0123456789", endpoint="https://acme.test/v1/",
+        model="acme-1", max_tokens=64, timeout=30,
+        settings={"headers": {"X-Team": "blue"}, "retry": {"max_retries": 1},
+                  "pricing": {"acme-1": {"input_per_1m": 1.0, "output_per_1m": 2.0}}},
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        p = Acme.from_config(config, http_client=client, pipeline=Pipeline())
+        assert (p.name, p.model, p.endpoint, p.default_max_tokens, p.type) == (
+            "acme", "acme-1", "https://acme.test/v1", 64, ProviderType.CUSTOM)
+        assert (await p.complete(REQ)).content == "ok"
+    # api_key became auth=APIKeyAuth(...) (a Bearer token); settings["headers"] became headers=.
+    assert seen[-1].headers["authorization"] == "Bearer acme-KEY-0123456789"
+    assert seen[-1].headers["x-team"] == "blue"
+    assert seen[-1].extensions["timeout"]["read"] == 30.0
+    # settings["pricing"] became prices=: the estimate uses it (64 output tokens: the provider's max_tokens).
+    estimate = p.estimate_cost(CompletionRequest(prompt="hi"))
+    assert estimate is not None and estimate.output_cost_per_1k == pytest.approx(0.002)
+    assert estimate.estimated_output_tokens == 64
+
+
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"region": "us-east-1"}, "region"),
+    ({"settings": {"flavour": "x"}}, "settings['flavour']"),
+])
+def test_from_config_refuses_what_the_constructor_cannot_take(fields: dict[str, Any], named: str) -> None:
+    config = ProviderConfig(name="acme", type=ProviderType.CUSTOM, endpoint="https://acme.test", **fields)
+    with pytest.raises(ConfigError, match=re.escape(named) + r".*override from_config"):
+        Acme.from_config(config)
+
+
+def test_from_config_refuses_a_key_it_has_nowhere_to_put() -> None:
+    class Keyless(HTTPProvider):
+        def __init__(self, *, name: str, endpoint: str, http_client: Any = None, pipeline: Any = None,
+                     clock: Any = None) -> None:
+            super().__init__(name=name, endpoint=endpoint, http_client=http_client, pipeline=pipeline, clock=clock)
+
+    config = ProviderConfig(name="k", type=ProviderType.CUSTOM, endpoint="https://k.test", api_key="k-0123456789")
+    with pytest.raises(ConfigError, match="api_key") as info:
+        Keyless.from_config(config)
+    assert "k-0123456789" not in str(info.value)
+    keyless = ProviderConfig(name="k", type=ProviderType.CUSTOM, endpoint="https://k.test")
+    assert Keyless.from_config(keyless).name == "k"
+
+
+# --- credentials made ready by the leaf ----------------------------------------------------------------
+
+
+class Refreshing:
+    """A credential that must be prepared before it can be applied (as a token source is)."""
+
+    needs_prepare = True
+
+    def __init__(self) -> None:
+        self.prepared: list[float | None] = []
+        self.token: str | None = None
+
+    async def prepare(self, now: float | None = None) -> None:
+        self.prepared.append(now)
+        self.token = f"tok-{len(self.prepared)}"
+
+    def apply(self, request: httpx.Request) -> None:
+        if self.token is None:
+            raise RuntimeError("not prepared")
+        request.headers["authorization"] = "Bearer " + self.token
+
+
+class Fixed:
+    """A fixed credential: its prepare() must never run (the fixed-key path does no extra work)."""
+
+    needs_prepare = False
+
+    async def prepare(self, now: float | None = None) -> None:
+        raise AssertionError("a fixed key was prepared")
+
+    def apply(self, request: httpx.Request) -> None:
+        request.headers["authorization"] = "Bearer fixed"
+
+
+def ok_client(seen: list[httpx.Request]) -> httpx.AsyncClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if b'"stream": true' in request.content or b'"stream":true' in request.content:
+            return httpx.Response(200, content=L1 + DONE)
+        return httpx.Response(200, json={"text": "ok"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+async def test_the_leaf_prepares_a_refreshing_credential_without_auth_middleware() -> None:
+    from axonflow_llm.testing.fake_clock import FakeClock
+
+    seen: list[httpx.Request] = []
+    auth, clock = Refreshing(), FakeClock(100.0)
+    p = LineProvider(http_client=ok_client(seen), auth=auth, clock=clock)  # pipeline: the bare leaf
+    assert (await p.complete(REQ)).content == "ok"
+    assert [c.content async for c in p.stream(REQ)] == ["a", ""]
+    assert [r.headers["authorization"] for r in seen] == ["Bearer tok-1", "Bearer tok-2"]
+    assert auth.prepared == [100.0, 100.0]  # on the provider's clock, as AuthMiddleware would pass it
+
+
+async def test_the_leaf_prepares_a_per_call_credential_that_is_not_the_providers() -> None:
+    seen: list[httpx.Request] = []
+    other = Refreshing()
+    p = LineProvider(http_client=ok_client(seen), auth=Fixed())
+    ctx = CallContext(p.info)
+    ctx.auth = other  # what an AuthMiddleware with its own credential leaves for the leaf
+    await p.send(REQ, ctx)
+    assert other.prepared == [None] and seen[-1].headers["authorization"] == "Bearer tok-1"
+
+
+async def test_a_fixed_key_is_never_prepared() -> None:
+    seen: list[httpx.Request] = []
+    p = LineProvider(http_client=ok_client(seen), auth=Fixed())
+    await p.complete(REQ)
+    assert (await p.probe("GET", p.url("/health"))).status is HealthStatus.HEALTHY
+    assert seen[0].headers["authorization"] == "Bearer fixed"
+
+
+async def test_a_credential_that_cannot_be_prepared_fails_the_call_and_the_health_check() -> None:
+    class Broken(Refreshing):
+        async def prepare(self, now: float | None = None) -> None:
+            raise ConfigError("no credentials found for sk-abcdefghijklmnopqrst")
+
+    p = LineProvider(http_client=ok_client([]), auth=Broken())
+    with pytest.raises(ConfigError, match="no credentials"):
+        await p.complete(REQ)
+    health = await p.probe("GET", p.url("/health"))
+    assert health.status is HealthStatus.UNHEALTHY and "could not be prepared" in health.message
+    assert "sk-abcdefghijklmnopqrst" not in health.message
+
+
+# --- the error hook and the credentials scrubbed from errors ------------------------------------------
+
+
+async def test_error_from_response_is_the_hook_for_a_providers_own_error_shape() -> None:
+    class Tagged(LineProvider):
+        def error_from_response(self, response: httpx.Response) -> APIError:
+            kind = response.headers.get("x-error-kind", "?")
+            return APIError.from_response(response, provider=self.name, message=f"{kind}: {response.text}")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, text="slow down", headers={"x-error-kind": "Throttled", "retry-after": "2"})
+
+    p = Tagged(http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    for call in (p.complete(REQ), drain(p.stream(REQ), [])):
+        with pytest.raises(RateLimitError) as info:
+            await call
+        assert (info.value.message, info.value.retry_after) == ("Throttled: slow down", 2.0)
+    health = await p.probe("GET", p.url("/health"), accept_error=lambda e: "throttled is fine" if
+                           e.message.startswith("Throttled") else None)
+    assert health.status is HealthStatus.HEALTHY and "throttled is fine" in health.message
+
+
+def test_request_secrets_lists_every_credential_a_request_carries() -> None:
+    request = httpx.Request("GET", "https://x.test/v1?key=AIzaQUERYKEY&alt=sse&access_token=tok-QUERY", headers={
+        "authorization": "Bearer sk-BEARER", "proxy-authorization": "Basic dXNlcjpwYXNz", "x-api-key": "ant-KEY",
+        "api-key": "azure-KEY", "x-goog-api-key": "goog-KEY", "x-amz-security-token": "aws-SESSION",
+    })
+    found = request_secrets(request)
+    for secret in ("Bearer sk-BEARER", "sk-BEARER", "dXNlcjpwYXNz", "ant-KEY", "azure-KEY", "goog-KEY",
+                   "aws-SESSION", "AIzaQUERYKEY", "tok-QUERY"):
+        assert secret in found
+    assert "sse" not in found
+    text = excerpt("echo: sk-BEARER ant-KEY azure-KEY goog-KEY aws-SESSION AIzaQUERYKEY tok-QUERY", request)
+    assert text == "echo: *** *** *** *** *** *** ***"
+
+
+# --- the six built-in providers behave alike --------------------------------------------------------------
+
+SIX = ("openai", "azure-openai", "anthropic", "ollama", "gemini", "bedrock")
+NOWHERE = SimpleNamespace(url="http://127.0.0.1:9")  # built, never called
+RAW_STOP = {"openai": "stop", "azure-openai": "stop", "anthropic": "end_turn", "ollama": "stop", "gemini": "STOP",
+            "bedrock": "end_turn"}
+
+
+@pytest.mark.parametrize("kind", SIX)
+def test_cost_estimates_assume_the_request_then_the_provider_max_tokens(kind: str, built_in: Any) -> None:
+    plain = built_in(kind, NOWHERE).estimate_cost(CompletionRequest(prompt="hi"))
+    assert plain is not None
+    assert plain.estimated_output_tokens == (4096 if kind == "anthropic" else 1024)  # Anthropic sends 4096
+    capped = built_in(kind, NOWHERE, max_tokens=500)
+    assert capped.estimate_cost(CompletionRequest(prompt="hi")).estimated_output_tokens == 500
+    assert capped.estimate_cost(CompletionRequest(prompt="hi", max_tokens=7)).estimated_output_tokens == 7
+
+
+@pytest.mark.parametrize("kind", SIX)
+def test_prices_reach_the_estimate_and_the_default_cost_layer(kind: str, built_in: Any) -> None:
+    from axonflow_llm.middleware.cost import CostMiddleware
+    from axonflow_llm.middleware.pricing import ModelPrice
+
+    p = built_in(kind, NOWHERE, model="house-model", pipeline=None,
+                 prices={"house-model": ModelPrice(input_per_1m=1000.0, output_per_1m=2000.0)})
+    estimate = p.estimate_cost(CompletionRequest(prompt="hi", max_tokens=10))
+    assert estimate is not None and estimate.total_estimate == pytest.approx(
+        (estimate.estimated_input_tokens * 1000.0 + 10 * 2000.0) / 1e6)
+    cost_layer = p.pipeline[p.pipeline.index(CostMiddleware)]
+    assert cost_layer.options["prices"] is p.prices
+    assert p.prices is not None and p.prices.get("gpt-4o") is not None  # laid over the shipped table
+
+
+@pytest.mark.parametrize("kind", SIX)
+async def test_the_raw_finish_reason_is_kept_under_one_key(kind: str, fake_server: FakeLLMServer,
+                                                           built_in: Any) -> None:
+    async with asyncio.timeout(10):
+        p = built_in(kind, fake_server)
+        r = await p.complete(REQ)
+        assert r.finish_reason is FinishReason.STOP
+        assert r.metadata[RAW_FINISH_REASON] == RAW_STOP[kind]
+        await p.aclose()
+
+
+def sent_turns(kind: str, body: dict[str, Any]) -> list[tuple[str, str]]:
+    """(role, text) for every text the request carried, on each provider's wire."""
+    if kind == "gemini":
+        return [(c["role"], part["text"]) for c in body["contents"] for part in c["parts"]]
+    if kind == "bedrock":
+        return [(m["role"], block["text"]) for m in body["messages"] for block in m["content"]]
+    return [(m["role"], m["content"]) for m in body["messages"]]
+
+
+@pytest.mark.parametrize("kind", SIX)
+async def test_a_tool_turn_travels_as_labelled_user_text(kind: str, fake_server: FakeLLMServer,
+                                                         built_in: Any) -> None:
+    request = CompletionRequest(messages=[
+        Message(role="user", content="Weather in Paris?"),
+        Message(role="assistant", content="Let me check."),
+        Message(role="tool", content='{"temp_c": 21}'),
+    ], prompt="So?")
+    async with asyncio.timeout(10):
+        p = built_in(kind, fake_server)
+        assert (await p.complete(request)).content.endswith("So?")  # the fake echoes the last user turn
+        turns = sent_turns(kind, fake_server.last_request.json)
+        await p.aclose()
+    user, assistant = "user", ("model" if kind == "gemini" else "assistant")
+    assert turns == [(user, "Weather in Paris?"), (assistant, "Let me check."),
+                     (user, TOOL_RESULT_PREFIX + '{"temp_c": 21}'), (user, "So?")]
+
+
+@pytest.mark.parametrize("kind", SIX)
+async def test_extra_headers_from_settings_go_on_every_request(kind: str, fake_server: FakeLLMServer,
+                                                               built_in: Any) -> None:
+    async with asyncio.timeout(10):
+        p = built_in(kind, fake_server, settings={"headers": {"X-Team": "blue"}})
+        await p.complete(REQ)
+        assert fake_server.last_request.headers["x-team"] == "blue"
+        assert [c async for c in p.stream(REQ)][-1].done
+        assert fake_server.last_request.headers["x-team"] == "blue"
+        await p.aclose()
+
+
+@pytest.mark.parametrize("kind", SIX)
+@pytest.mark.parametrize("header", ["Authorization", "x-api-key", "api-key", "X-Goog-Api-Key", "Host"])
+def test_extra_headers_may_not_set_credentials_or_framing(kind: str, header: str, built_in: Any) -> None:
+    with pytest.raises(ValueError, match=f"may not set '{header.lower()}'"):
+        built_in(kind, NOWHERE, settings={"headers": {header: "x"}})  # names are lower-cased
+
+
+def test_extra_headers_must_be_a_mapping() -> None:
+    with pytest.raises(TypeError, match=r"settings\['headers'\] must be a mapping"):
+        HTTPProvider.settings_headers("p", {"headers": ["x-team: blue"]})
+    with pytest.raises(ValueError, match="may not set 'x-amz-security-token'"):
+        LineProvider(headers={"x-amz-security-token": "t"})
 
 
 async def test_probe_reports_problems_and_never_raises() -> None:

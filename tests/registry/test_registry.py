@@ -355,3 +355,53 @@ async def test_a_bad_file_gives_one_error_and_builds_nothing(tmp_path: Path, yam
         await Registry.from_config(path, factories={"custom": factory}, env={})
     assert str(info.value).startswith(str(path))
     assert factory.built == []
+
+
+# --- pricing from the file reaches the provider's estimates and its cost layer ------------------------------
+
+PRICED_YAML = """\
+version: "1.0"
+llm_providers:
+  openai:
+    config:
+      model: house-model
+      endpoint: ${BASE}/v1
+      max_tokens: 100
+    credentials:
+      api_key: sk-test-0123456789abcdef
+    retry: false
+    pricing:
+      house-model: {input_per_1m: 1000, output_per_1m: 2000}
+  ollama:
+    config:
+      model: llama3.1
+      endpoint: ${BASE}
+    pricing:
+      llama3.1: {input_per_1m: 10, output_per_1m: 20}
+"""
+
+
+async def test_yaml_pricing_reaches_estimate_cost_and_the_cost_of_each_call(tmp_path: Path) -> None:
+    from axonflow_llm.testing.fake_server import fake_llm_server
+
+    path = tmp_path / "priced.yaml"
+    path.write_text(PRICED_YAML, encoding="utf-8")
+    with fake_llm_server() as server:
+        config = load_config(path, env={"BASE": server.url})
+        async with asyncio.timeout(10), await Registry.from_config(config) as registry:
+            openai = registry.provider("openai")
+            estimate = openai.estimate_cost(CompletionRequest(prompt="hi"))
+            assert estimate is not None
+            assert (estimate.input_cost_per_1k, estimate.output_cost_per_1k) == (1.0, 2.0)
+            assert estimate.estimated_output_tokens == 100  # the provider's max_tokens
+            reply = await openai.complete(CompletionRequest(prompt="two words"))
+            usage = reply.usage
+            assert reply.cost == pytest.approx((usage.prompt_tokens * 1000 + usage.completion_tokens * 2000) / 1e6)
+            # Ollama is free by default; the file's price wins there too.
+            ollama = registry.provider("ollama")
+            local = ollama.estimate_cost(CompletionRequest(prompt="hi", max_tokens=10))
+            assert local is not None and local.output_cost_per_1k == pytest.approx(0.02)
+            reply = await ollama.complete(CompletionRequest(prompt="x y"))
+            usage = reply.usage
+            assert usage.completion_tokens > 0
+            assert reply.cost == pytest.approx((usage.prompt_tokens * 10 + usage.completion_tokens * 20) / 1e6)
