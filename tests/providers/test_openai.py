@@ -9,8 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from axonflow_llm.middleware.retry import RetryMiddleware
-from axonflow_llm.middleware.retry_config import RetryConfig
 from axonflow_llm.pipeline.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -32,7 +30,7 @@ from axonflow_llm.pipeline.models import (
     StreamChunk,
     UsageStats,
 )
-from axonflow_llm.pipeline.pipeline import Layer, Pipeline
+from axonflow_llm.pipeline.pipeline import Pipeline
 from axonflow_llm.providers.openai import OpenAIProvider
 from axonflow_llm.testing.fake_server import FakeLLMServer, Fault
 
@@ -370,11 +368,6 @@ def real(server: FakeLLMServer, pipeline: Pipeline | None = None, **kw: Any) -> 
                           pipeline=pipeline or Pipeline(), **kw)
 
 
-def retrying() -> Pipeline:
-    return Pipeline([Layer(RetryMiddleware, config=RetryConfig(max_retries=2, initial_backoff=0.001,
-                                                              max_backoff=0.01, max_retry_after=0.05))])
-
-
 async def test_plain_and_stream_over_sockets(fake_server: FakeLLMServer) -> None:
     async with asyncio.timeout(10):
         p = real(fake_server)
@@ -388,25 +381,16 @@ async def test_plain_and_stream_over_sockets(fake_server: FakeLLMServer) -> None
         assert await fake_server.wait_for_open_connections(0, within=2.0) == 0
 
 
-async def test_retry_recovers_from_429_and_dropped_connections(fake_server: FakeLLMServer) -> None:
-    async with asyncio.timeout(10):
-        fake_server.enqueue(Fault.status(429, retry_after_ms=10), Fault.drop_connection())
-        p = real(fake_server, retrying())
-        r = await p.complete(CompletionRequest(prompt="again"))
-        assert r.content == "echo: again"
-        assert len(fake_server.requests) == 3
-        await p.aclose()
-        assert await fake_server.wait_for_open_connections(0, within=2.0) == 0
+# The generic faults (Retry-After, latency, stalls, drops, malformed JSON, error events, missing end
+# markers), plain and streamed, are in test_fault_matrix.py for all six providers.
 
 
 @pytest.mark.parametrize(("fault", "error"), [
     (Fault.status(500), ServerError),
     (Fault.status(401), AuthenticationError),
-    (Fault.drop_connection(), APIConnectionError),
-    (Fault.malformed_json(), MalformedResponseError),
-    (Fault.drop_mid_stream(after_chunks=1), APIConnectionError),
 ])
-async def test_plain_faults_end_in_typed_errors(fake_server: FakeLLMServer, fault: Fault, error: type) -> None:
+async def test_error_statuses_over_sockets_end_in_typed_errors(fake_server: FakeLLMServer, fault: Fault,
+                                                                error: type) -> None:
     async with asyncio.timeout(10):
         fake_server.enqueue(fault)
         p = real(fake_server)
@@ -414,44 +398,6 @@ async def test_plain_faults_end_in_typed_errors(fake_server: FakeLLMServer, faul
             await p.complete(CompletionRequest(prompt="x y"))
         await p.aclose()
         assert await fake_server.wait_for_open_connections(0, within=2.0) == 0
-
-
-@pytest.mark.parametrize(("fault", "error", "before_first"), [
-    (Fault.status(429, retry_after=3), RateLimitError, True),
-    (Fault.drop_connection(), APIConnectionError, True),
-    (Fault.drop_mid_stream(after_chunks=2), StreamInterruptedError, False),
-    (Fault.malformed_json(after_chunks=1), MalformedResponseError, False),
-    (Fault.error_event(after_chunks=1), ServerError, False),
-    (Fault.missing_end_marker(), StreamInterruptedError, False),
-])
-async def test_stream_faults_end_in_typed_errors(fake_server: FakeLLMServer, fault: Fault, error: type,
-                                                 before_first: bool) -> None:
-    async with asyncio.timeout(10):
-        fake_server.enqueue(fault)
-        p = real(fake_server)
-        got: list[StreamChunk] = []
-        with pytest.raises(error) as info:
-            await drain(p.stream(CompletionRequest(prompt="one two three four")), got)
-        assert (not got) is before_first
-        if isinstance(info.value, StreamInterruptedError):
-            assert info.value.chunks_received == len(got)
-        await p.aclose()
-        assert await fake_server.wait_for_open_connections(0, within=2.0) == 0
-
-
-async def test_a_stalled_stream_times_out(fake_server: FakeLLMServer) -> None:
-    async with asyncio.timeout(10):
-        fake_server.enqueue(Fault.stall(between=2.0))
-        p = real(fake_server, timeout=httpx.Timeout(0.2, connect=1.0))
-        got: list[StreamChunk] = []
-        with pytest.raises(StreamInterruptedError) as info:
-            await drain(p.stream(CompletionRequest(prompt="one two three")), got)
-        assert got and isinstance(info.value.__cause__, httpx.ReadTimeout)
-        fake_server.enqueue(Fault.latency(2.0))
-        with pytest.raises(APITimeoutError):
-            await p.complete(CompletionRequest(prompt="x"))
-        await p.aclose()
-        assert await fake_server.wait_for_open_connections(0, within=3.0) == 0
 
 
 async def test_closing_a_stream_early_releases_the_connection(fake_server: FakeLLMServer) -> None:
