@@ -261,17 +261,21 @@ class ConnectionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     region: str | None = None
 
 
-_OPENAI_SETTINGS = ("organization", "project", "max_tokens_field", "stream_usage")
+_OPENAI_SETTINGS = ("headers", "organization", "project", "max_tokens_field", "stream_usage")
 
 #: The provider-specific keys each built-in type reads from ``config`` (into ``ProviderConfig.settings``).
 #: A custom provider accepts any key: its factory reads ``config.settings``.
 PROVIDER_SETTINGS: dict[ProviderType, tuple[str, ...]] = {
     ProviderType.OPENAI: _OPENAI_SETTINGS,
-    ProviderType.AZURE_OPENAI: ("deployment", "api_version", "resource", "max_tokens_field", "stream_usage"),
-    ProviderType.OLLAMA: ("options", "keep_alive"),
+    ProviderType.AZURE_OPENAI: (
+        "headers", "deployment", "api_version", "resource", "max_tokens_field", "stream_usage",
+    ),
+    ProviderType.OLLAMA: ("headers", "options", "keep_alive"),
     ProviderType.ANTHROPIC: ("headers",),
     ProviderType.GEMINI: ("headers",),
-    ProviderType.BEDROCK: ("profile", "additional_model_request_fields", "health_check", "control_endpoint"),
+    ProviderType.BEDROCK: (
+        "headers", "profile", "additional_model_request_fields", "health_check", "control_endpoint",
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""The examples in docs/configuration.md, docs/routing.md and docs/providers.md run as written.
+"""The examples in docs/architecture.md, configuration.md, routing.md and providers.md run as written.
 
 Each guide's ``python`` blocks run in order in one namespace, in a temporary directory where every
 ``yaml`` block that starts with ``# <name>.yaml`` has been written as that file.
@@ -41,7 +41,7 @@ def restore_custom() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_custom")
-@pytest.mark.parametrize("name", ["configuration.md", "routing.md", "providers.md"])
+@pytest.mark.parametrize("name", ["architecture.md", "configuration.md", "routing.md", "providers.md"])
 def test_doc_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     doc = DOCS / name

@@ -473,7 +473,7 @@ def test_unknown_provider_setting_lists_that_types_settings() -> None:
     message = error_of("llm_providers:\n  ollama:\n    config:\n      keepalive: 5m\n")
     assert message.startswith("test.yaml:4: llm_providers.ollama.config.keepalive: unknown field 'keepalive' "
                               "for provider type 'ollama'")
-    assert "model, endpoint, max_tokens, timeout, region, options, keep_alive" in message
+    assert "model, endpoint, max_tokens, timeout, region, headers, options, keep_alive" in message
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
