@@ -41,7 +41,9 @@ def restore_custom() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_custom")
-@pytest.mark.parametrize("name", ["architecture.md", "configuration.md", "routing.md", "providers.md"])
+@pytest.mark.parametrize(
+    "name", ["architecture.md", "writing-middleware.md", "configuration.md", "routing.md", "providers.md"]
+)
 def test_doc_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                           capsys: pytest.CaptureFixture[str]) -> None:
     doc = DOCS / name
