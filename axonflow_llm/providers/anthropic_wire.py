@@ -17,7 +17,7 @@ from ..pipeline.errors import (
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
-from .http_provider import RAW_FINISH_REASON, tool_as_user
+from .wire import RAW_FINISH_REASON, tool_as_user
 
 __all__ = [
     "ANTHROPIC_VERSION",

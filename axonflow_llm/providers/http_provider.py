@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -26,10 +24,8 @@ from axonflow_llm.pipeline.errors import (
     OverloadedError,
     RateLimitError,
     ServerError,
-    StreamInterruptedError,
     redact,
     request_id_from_headers,
-    request_secrets,
 )
 from axonflow_llm.pipeline.middleware import Reply
 from axonflow_llm.pipeline.models import (
@@ -39,7 +35,6 @@ from axonflow_llm.pipeline.models import (
     CostEstimate,
     HealthCheckResult,
     HealthStatus,
-    Message,
     ProviderConfig,
     ProviderType,
     StreamChunk,
@@ -47,7 +42,9 @@ from axonflow_llm.pipeline.models import (
 from axonflow_llm.pipeline.pipeline import Pipeline
 from axonflow_llm.pipeline.provider import BaseProvider
 
+from .http_chunk_stream import HTTPChunkStream
 from .transport import AiohttpTransport, default_timeout, default_transport, transport_errors, user_agent
+from .wire import _EXCERPT, RAW_FINISH_REASON, TOOL_RESULT_PREFIX, _checked_headers, excerpt, tool_as_user, type_name
 
 if TYPE_CHECKING:
     from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
@@ -57,44 +54,11 @@ __all__ = ["RAW_FINISH_REASON", "TOOL_RESULT_PREFIX", "HTTPChunkStream", "HTTPPr
 T = TypeVar("T")
 P = TypeVar("P", bound="HTTPProvider")
 
-_EXCERPT = 200
-#: How long to keep reading after the end marker so the connection goes back to the pool warm.
-_DRAIN_SECONDS = 2.0
 #: Health checks are cheap calls; they must not take the 600 s an LLM answer may.
 HEALTH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-#: The ``CompletionResponse.metadata`` key under which every built-in provider keeps the finish reason
-#: exactly as the service sent it (``"end_turn"``, ``"MAX_TOKENS"``, ``"length"``...).
-RAW_FINISH_REASON = "raw_finish_reason"
-#: A ``tool`` message is sent as a ``user`` turn whose text starts with this line (see :func:`tool_as_user`).
-TOOL_RESULT_PREFIX = "Tool result:\n"
-#: Headers that ``headers=`` / ``settings["headers"]`` may not set: credentials belong to the auth object
-#: (applied per attempt, refreshed, scrubbed from errors), framing to the transport.
-_RESERVED_HEADERS = frozenset({
-    "authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "x-amz-security-token",
-    "x-amz-date", "host", "content-length", "transfer-encoding",
-})
 _CONFIG_FIELDS = ("endpoint", "model", "region", "max_tokens", "timeout")
 _MIDDLEWARE_SETTINGS = frozenset({"rate_limit", "retry", "circuit_breaker", "timeouts", "pricing"})
 _FIXED = object()  # marks "the provider's auth needs preparing" (no auth object is this one)
-
-
-def excerpt(data: bytes | str, request: httpx.Request | None = None) -> str:
-    """A short, redacted excerpt of a body, for error messages."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
-    return redact(text[:_EXCERPT], request_secrets(request) if request is not None else ())
-
-
-def tool_as_user(message: Message) -> Message:
-    """A ``tool`` message as every built-in provider sends it: a ``user`` turn whose text starts with
-    :data:`TOOL_RESULT_PREFIX`; other roles are returned unchanged.
-
-    ``Message`` carries no ``tool_call_id``, which OpenAI requires of a ``tool`` turn (a 400 without it)
-    and which Anthropic, Gemini and Bedrock need for their tool-result blocks; so a tool's output travels
-    as labelled user text, which every API accepts and every model reads.
-    """
-    if message.role != "tool":
-        return message
-    return Message(role="user", content=TOOL_RESULT_PREFIX + message.content)
 
 
 def _init_keywords(cls: type) -> frozenset[str]:
@@ -120,23 +84,6 @@ def _init_keywords(cls: type) -> frozenset[str]:
     names.discard("self")
     return frozenset(names)
 
-
-def _checked_headers(name: str, headers: Mapping[str, str] | None) -> dict[str, str]:
-    if not headers:
-        return {}
-    if not isinstance(headers, Mapping):
-        raise TypeError(f"{name}: headers must be a mapping of header names to values, got {type_name(headers)}")
-    out: dict[str, str] = {}
-    for key, value in headers.items():
-        low = str(key).lower()
-        if low in _RESERVED_HEADERS:
-            what = "the transport sets it" if low in ("host", "content-length", "transfer-encoding") else (
-                "credentials go in api_key= (or auth=), which is applied to every attempt and scrubbed from "
-                "errors"
-            )
-            raise ValueError(f"{name}: extra headers may not set {key!r}: {what}")
-        out[low] = str(value)
-    return out
 
 
 def _needs_prepare(auth: Any) -> bool:
@@ -732,95 +679,3 @@ class HTTPProvider(BaseProvider):
             return APITimeoutError(f"timed out{after} ({type(exc).__name__}: {detail})", provider=self.name)
         return APIConnectionError(f"connection failed{after} ({type(exc).__name__}: {detail})",
                                   provider=self.name)
-
-
-def type_name(x: object) -> str:
-    return type(x).__name__
-
-
-class HTTPChunkStream:
-    """The :class:`ChunkStream` of one streamed HTTP answer: the provider's ``parse_stream`` generator, made
-    safe. It maps transport errors (before the first chunk: ``APIConnectionError``/``APITimeoutError``;
-    after: ``StreamInterruptedError`` with the cause chained), raises ``StreamInterruptedError`` if the body
-    ends without a ``done`` chunk, reads the few bytes after the end marker so the connection is reused,
-    and closes the HTTP response however the stream ends.
-    """
-
-    __slots__ = ("_chunks", "_closed", "_gen", "_provider", "_response")
-
-    def __init__(
-        self, provider: HTTPProvider, response: httpx.Response, gen: AsyncIterator[StreamChunk]
-    ) -> None:
-        self._provider = provider
-        self._response = response
-        self._gen = gen
-        self._chunks = 0
-        self._closed = False
-
-    @property
-    def response(self) -> httpx.Response:
-        return self._response
-
-    @property
-    def chunks_received(self) -> int:
-        return self._chunks
-
-    def __aiter__(self) -> HTTPChunkStream:
-        return self
-
-    async def __anext__(self) -> StreamChunk:
-        if self._closed:
-            raise StopAsyncIteration
-        provider = self._provider
-        try:
-            chunk = await self._gen.__anext__()
-        except StopAsyncIteration:
-            await self.aclose()
-            raise StreamInterruptedError(
-                f"the stream ended without the end marker after {self._chunks} chunks",
-                provider=provider.name, chunks_received=self._chunks,
-            ) from None
-        except provider._transport_errors as exc:
-            await self.aclose()
-            if self._chunks == 0:
-                raise provider._connection_error(exc, after=" before the first chunk") from exc
-            raise StreamInterruptedError(
-                f"the stream broke after {self._chunks} chunks ({type(exc).__name__}: {redact(str(exc))})",
-                provider=provider.name, chunks_received=self._chunks,
-            ) from exc
-        except BaseException:
-            await self.aclose()
-            raise
-        self._chunks += 1
-        if chunk.done:
-            await self._drain()
-        return chunk
-
-    async def _drain(self) -> None:
-        """After the end marker: read to the end of the body (bounded) so the connection stays pooled."""
-        try:
-            # The answer is complete: a broken or stalled tail only costs the connection.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_DRAIN_SECONDS):
-                    async for _ in self._gen:
-                        pass
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            aclose = getattr(self._gen, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):  # closing must not mask the real outcome
-                    await aclose()
-        finally:
-            with contextlib.suppress(Exception):
-                await self._response.aclose()
-
-    def __repr__(self) -> str:
-        return (
-            f"HTTPChunkStream(provider={self._provider.name!r}, chunks={self._chunks}, closed={self._closed})"
-        )

@@ -24,7 +24,8 @@ from axonflow_llm.pipeline.models import (
 )
 from axonflow_llm.pipeline.pipeline import Pipeline
 
-from .http_provider import RAW_FINISH_REASON, HTTPProvider, tool_as_user
+from .http_provider import HTTPProvider
+from .wire import RAW_FINISH_REASON, tool_as_user
 
 if TYPE_CHECKING:
     from axonflow_llm.middleware.pricing import ModelPrice, PriceTable

@@ -23,7 +23,8 @@ from axonflow_llm.pipeline.models import (
 )
 from axonflow_llm.pipeline.pipeline import Pipeline
 
-from .http_provider import RAW_FINISH_REASON, HTTPProvider, tool_as_user
+from .http_provider import HTTPProvider
+from .wire import RAW_FINISH_REASON, tool_as_user
 
 if TYPE_CHECKING:
     from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
@@ -138,7 +139,7 @@ class OpenAIProvider(HTTPProvider):
     every request (not credentials). ``prices`` overrides model prices (see :class:`HTTPProvider`).
 
     Messages are sent in order; a ``tool`` message becomes a labelled ``user`` turn (see
-    :func:`~axonflow_llm.providers.http_provider.tool_as_user`: a ``tool`` turn without the
+    :func:`~axonflow_llm.providers.wire.tool_as_user`: a ``tool`` turn without the
     ``tool_call_id`` it answers is refused by the API).
 
     It is the leaf of its pipeline (the default pipeline unless ``pipeline=`` is given); its one pooled
