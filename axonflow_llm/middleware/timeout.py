@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from ..pipeline.stream import ChunkStream
 __all__ = ["TimeoutMiddleware"]
 
 T = TypeVar("T")
+
+_monotonic = time.monotonic
 
 
 class _Expired(TimeoutError):
@@ -42,41 +45,36 @@ class _SameDelayDeadlines:
     """Deadlines that all lie one fixed ``delay`` after they are set, on one event loop.
 
     Such deadlines expire in the order they were set, so one loop timer serves them all: arming is an
-    insertion into an ordered dict and disarming a deletion, where ``loop.call_at`` per call would create,
-    heap-push and cancel a timer handle (several times the cost, and cancelled handles linger in the heap
-    until they expire).
+    insertion into an ordered dict (task -> monotonic deadline) and disarming a deletion, where
+    ``loop.call_at`` per call would create, heap-push and cancel a timer handle (several times the cost,
+    and cancelled handles linger in the heap until they expire). ``fired`` holds the tasks this queue
+    cancelled whose call has not yet seen it.
     """
 
-    __slots__ = ("_delay", "_entries", "_loop", "_timer")
+    __slots__ = ("delay", "entries", "fired", "loop", "timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self._loop = loop
-        self._delay = delay
-        self._entries: dict[_Deadline, float] = {}  # insertion order == expiry order
-        self._timer: asyncio.TimerHandle | None = None
+        self.loop = loop
+        self.delay = delay
+        self.entries: dict[asyncio.Task[Any], float] = {}  # insertion order == expiry order
+        self.fired: set[asyncio.Task[Any]] = set()
+        self.timer: asyncio.TimerHandle | None = None
 
-    def arm(self, task: asyncio.Task[Any]) -> _Deadline:
-        deadline = _Deadline(task)
-        when = self._loop.time() + self._delay
-        self._entries[deadline] = when
-        if self._timer is None:
-            self._timer = self._loop.call_at(when, self._expire)
-        return deadline
-
-    def disarm(self, deadline: _Deadline) -> None:
-        self._entries.pop(deadline, None)
+    def start_timer(self, when: float) -> None:
+        self.timer = self.loop.call_later(max(0.0, when - _monotonic()), self._expire)
 
     def _expire(self) -> None:
-        self._timer = None
-        entries = self._entries
-        now = self._loop.time()
+        self.timer = None
+        entries = self.entries
+        now = _monotonic()
         while entries:
-            deadline, when = next(iter(entries.items()))
+            task, when = next(iter(entries.items()))
             if when > now:
-                self._timer = self._loop.call_at(when, self._expire)
+                self.start_timer(when)
                 return
-            del entries[deadline]
-            deadline.fire()
+            del entries[task]
+            self.fired.add(task)
+            task.cancel()
 
 
 async def _watch(clock: Clock, delay: float, deadline: _Deadline) -> None:
@@ -242,25 +240,38 @@ class TimeoutMiddleware(Middleware):
             except _Expired as exc:
                 raise self._expired(ctx) from exc
         # The system clock: one shared timer per loop for every call's deadline (see _SameDelayDeadlines).
-        loop = asyncio.get_running_loop()
-        deadlines = self._deadlines
-        if self._loop is not loop or deadlines is None:
-            deadlines = self._deadlines_for(loop)
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - a coroutine driven outside any task
             return await self.next(request, ctx)
-        deadline = deadlines.arm(task)
+        loop = task.get_loop()
+        deadlines = self._deadlines
+        if self._loop is not loop or deadlines is None:
+            deadlines = self._deadlines_for(loop)
+        entries = deadlines.entries
+        if task in entries:  # re-entered by the same task (a nested call): a timer of its own
+            try:
+                return await _bounded(self.next(request, ctx), deadlines.delay, None)
+            except _Expired as exc:
+                raise self._expired(ctx) from exc
+        cancelling = task.cancelling()
+        when = _monotonic() + deadlines.delay
+        entries[task] = when
+        if deadlines.timer is None:
+            deadlines.start_timer(when)
         try:
             return await self.next(request, ctx)
         except asyncio.CancelledError as exc:
-            if deadline.fired:
-                deadline.fired = False  # handled here
-                if task.uncancel() <= deadline.cancelling:
+            fired = deadlines.fired
+            if task in fired:
+                fired.discard(task)  # handled here
+                if task.uncancel() <= cancelling:
                     raise self._expired(ctx) from exc
             raise
         finally:
-            deadlines.disarm(deadline)  # before any await: it cannot fire once the work is done
-            if deadline.fired:  # it fired, but the work ended some other way: withdraw our cancel request
+            # Before any await, so it cannot fire once the work is done. If it fired but the work ended some
+            # other way, withdraw our cancel request.
+            if entries.pop(task, None) is None and task in deadlines.fired:
+                deadlines.fired.discard(task)
                 task.uncancel()
 
     def _expired(self, ctx: CallContext) -> APITimeoutError:

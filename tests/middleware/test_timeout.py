@@ -376,7 +376,7 @@ async def test_system_clock_deadlines_share_one_timer_and_expire_only_the_slow_c
     # The queue is empty again and the next call gets a fresh, full deadline.
     gates["slow"].set()
     assert (await mw(CompletionRequest(prompt="slow"), ctx())).content == "slow"  # type: ignore[union-attr]
-    assert mw._deadlines is not None and not mw._deadlines._entries
+    assert mw._deadlines is not None and not mw._deadlines.entries
 
 
 async def test_system_clock_deadline_of_a_later_call_is_its_own() -> None:
@@ -410,4 +410,21 @@ async def test_system_clock_caller_cancellation_stays_a_cancellation() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert mw._deadlines is not None and not mw._deadlines._entries
+    assert mw._deadlines is not None and not mw._deadlines.entries
+
+
+async def test_system_clock_a_nested_call_in_the_same_task_keeps_both_deadlines() -> None:
+    async def leaf(request: CompletionRequest, c: CallContext) -> CompletionResponse:
+        if request.prompt == "outer":
+            inner = await mw(CompletionRequest(prompt="inner"), ctx())  # same middleware, same task
+            assert inner.content == "inner"  # type: ignore[union-attr]
+            await asyncio.sleep(5)
+        return response(request.prompt or "")
+
+    mw = TimeoutMiddleware(leaf, timeout=0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(APITimeoutError):
+        await mw(CompletionRequest(prompt="outer"), ctx())
+    assert loop.time() - start < 1.0
+    assert mw._deadlines is not None and not mw._deadlines.entries and not mw._deadlines.fired
