@@ -6,9 +6,10 @@ from .circuit_breaker_middleware import CircuitBreakerMiddleware, default_is_fai
 from .cost import CostMiddleware, SpendingBudget
 from .defaults import DEFAULT_ORDER, default_pipeline
 from .logging import LoggingMiddleware
+from .multi_tenant_rate_limiter import MultiTenantRateLimiter
 from .pricing import ModelPrice, PriceTable, TokenCounter, cost_of, estimate_cost, estimate_tokens
 from .rate_limit import RateLimitMiddleware
-from .rate_limiter import MultiTenantRateLimiter, RateLimiter
+from .rate_limiter import RateLimiter
 from .retry import RetryMiddleware, retry_with_backoff
 from .retry_config import RetryConfig, default_retry_config, default_retryable
 from .timeout import TimeoutMiddleware

@@ -13,9 +13,10 @@ from .circuit_breaker import CircuitBreaker
 from .circuit_breaker_middleware import CircuitBreakerMiddleware
 from .cost import CostMiddleware, SpendingBudget
 from .logging import LoggingMiddleware
+from .multi_tenant_rate_limiter import MultiTenantRateLimiter
 from .pricing import ModelPrice, PriceTable
 from .rate_limit import RateLimitMiddleware
-from .rate_limiter import MultiTenantRateLimiter, RateLimiter
+from .rate_limiter import RateLimiter
 from .retry import RetryMiddleware
 from .retry_config import RetryConfig
 from .timeout import TimeoutMiddleware

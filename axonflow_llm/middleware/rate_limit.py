@@ -11,7 +11,8 @@ from ..pipeline.errors import RateLimitExceededError
 from ..pipeline.middleware import Handler, Middleware, Reply
 from ..pipeline.models import CompletionRequest, CompletionResponse, UsageStats
 from ..pipeline.stream import StreamOutcome, observe_stream
-from .rate_limiter import MultiTenantRateLimiter, RateLimiter
+from .multi_tenant_rate_limiter import MultiTenantRateLimiter
+from .rate_limiter import RateLimiter
 
 __all__ = ["RateLimitMiddleware", "estimate_prompt_tokens"]
 

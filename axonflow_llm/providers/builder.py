@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     import httpx
 
     from ..middleware.circuit_breaker import CircuitBreaker
+    from ..middleware.multi_tenant_rate_limiter import MultiTenantRateLimiter
     from ..middleware.pricing import ModelPrice
-    from ..middleware.rate_limiter import MultiTenantRateLimiter, RateLimiter
+    from ..middleware.rate_limiter import RateLimiter
     from ..middleware.retry_config import RetryConfig
 
 __all__ = ["ProviderBuilder"]
