@@ -55,11 +55,12 @@ async def leaf(request: CompletionRequest, ctx: CallContext) -> CompletionRespon
     return RESPONSE
 
 
-def quiet_logger() -> Any:
-    """A structlog logger whose INFO is filtered out (level WARNING)."""
+def quiet_logger(level: int = 50) -> Any:
+    """A structlog logger that drops what the middleware would log: at CRITICAL (50) both its INFO call
+    events and its ERROR failure events are filtered out; at WARNING (30) only the INFO events are."""
     return structlog.wrap_logger(
         structlog.PrintLogger(open(os.devnull, "w")),
-        wrapper_class=structlog.make_filtering_bound_logger(30),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         processors=[structlog.processors.JSONRenderer()],
     )
 
@@ -131,12 +132,14 @@ def our_cases() -> dict[str, Case]:
         "TimeoutMiddleware": through(Layer(TimeoutMiddleware, timeout=30.0)),
         "CostMiddleware": through(Layer(CostMiddleware)),
         "LoggingMiddleware, filtered out": through(Layer(LoggingMiddleware, logger=quiet_logger())),
+        "LoggingMiddleware, INFO filtered out, errors on": through(Layer(LoggingMiddleware, logger=quiet_logger(30))),
         "LoggingMiddleware, JSON line (json.dumps, ISO time)": through(Layer(LoggingMiddleware, logger=json_logger())),
         "LoggingMiddleware, JSON line (msgspec, epoch time)": through(
             Layer(LoggingMiddleware, logger=json_logger(fast=True))
         ),
         "built-in provider default (logging filtered out, cost, retry, breaker, auth)": builtin(quiet_logger()),
         "default stack, logging filtered out": stack(quiet_logger()),
+        "default stack, INFO filtered out, errors on": stack(quiet_logger(30)),
         "default stack, one JSON line (json.dumps, ISO time)": stack(json_logger()),
         "default stack, one JSON line (msgspec, epoch time)": stack(json_logger(fast=True)),
     }

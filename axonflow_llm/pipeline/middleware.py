@@ -59,7 +59,8 @@ class Middleware:
                 f"{type(self).__name__} needs the next handler as its first argument, "
                 f"got {type(next_handler).__name__}"
             )
-        self.next = next_handler
+        # A middleware's bound __call__ skips the per-call lookup of __call__ on its type (~0.1 us a layer).
+        self.next: Handler = next_handler.__call__ if isinstance(next_handler, Middleware) else next_handler
 
     async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
         return await self.next(request, ctx)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .clock import Clock
 from .context import CallContext, ProviderInfo
-from .middleware import Handler, Reply
+from .middleware import Handler, Middleware, Reply
 from .models import (
     Capability,
     CompletionRequest,
@@ -53,6 +53,11 @@ class Provider(Protocol):
     def estimate_cost(self, request: CompletionRequest) -> CostEstimate | None: ...
 
     async def aclose(self) -> None: ...
+
+
+def _entry(handler: Handler) -> Handler:
+    """The outermost handler as called per call: a middleware's bound ``__call__`` (no lookup on its type)."""
+    return handler.__call__ if isinstance(handler, Middleware) else handler
 
 
 class StreamResponse:
@@ -127,7 +132,7 @@ class BaseProvider(abc.ABC):
         self._capabilities = list(capabilities)
         self._cost_estimator = cost_estimator
         self._pipeline = pipeline.copy() if pipeline is not None else Pipeline()
-        self._chain: Handler = self._pipeline.build(self.send)
+        self._chain: Handler = _entry(self._pipeline.build(self.send))
         self._consecutive_failures = 0
         self._last_outcome_at: float | None = None
         self._closed = False
@@ -161,7 +166,7 @@ class BaseProvider(abc.ABC):
 
     def use_pipeline(self, pipeline: Pipeline) -> None:
         """Replace the middleware pipeline; it is built here, once."""
-        chain = pipeline.build(self.send)
+        chain = _entry(pipeline.build(self.send))
         self._pipeline, self._chain = pipeline.copy(), chain
 
     def __repr__(self) -> str:
