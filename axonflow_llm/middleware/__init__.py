@@ -3,7 +3,7 @@
 from .auth import AuthMiddleware
 from .circuit_breaker import CircuitBreaker, CircuitState, Permit
 from .circuit_breaker_middleware import CircuitBreakerMiddleware, default_is_failure
-from .cost import CostMiddleware, SpendingBudget
+from .cost import CostMiddleware
 from .defaults import DEFAULT_ORDER, default_pipeline
 from .logging import LoggingMiddleware
 from .multi_tenant_rate_limiter import MultiTenantRateLimiter
@@ -12,6 +12,7 @@ from .rate_limit import RateLimitMiddleware
 from .rate_limiter import RateLimiter
 from .retry import RetryMiddleware, retry_with_backoff
 from .retry_config import RetryConfig, default_retry_config, default_retryable
+from .spending_budget import SpendingBudget
 from .timeout import TimeoutMiddleware
 
 __all__ = [

@@ -11,7 +11,7 @@ from ..pipeline.pipeline import Layer, Pipeline
 from .auth import AuthMiddleware
 from .circuit_breaker import CircuitBreaker
 from .circuit_breaker_middleware import CircuitBreakerMiddleware
-from .cost import CostMiddleware, SpendingBudget
+from .cost import CostMiddleware
 from .logging import LoggingMiddleware
 from .multi_tenant_rate_limiter import MultiTenantRateLimiter
 from .pricing import ModelPrice, PriceTable
@@ -19,6 +19,7 @@ from .rate_limit import RateLimitMiddleware
 from .rate_limiter import RateLimiter
 from .retry import RetryMiddleware
 from .retry_config import RetryConfig
+from .spending_budget import SpendingBudget
 from .timeout import TimeoutMiddleware
 
 __all__ = ["DEFAULT_ORDER", "default_pipeline"]
