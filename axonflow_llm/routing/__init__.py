@@ -1,7 +1,8 @@
 """Routing: one provider in front of several, with strategies, failover, cooldowns and health checks."""
 
 from .failover import failover_reason
-from .router import RoutedStream, Router
+from .routed_stream import RoutedStream
+from .router import Router
 from .strategies import (
     STRATEGIES,
     LowestCostStrategy,

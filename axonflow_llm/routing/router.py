@@ -24,11 +24,11 @@ from ..pipeline.models import (
     StreamChunk,
 )
 from ..pipeline.pipeline import Pipeline
-from ..pipeline.provider import BaseProvider, Provider, StreamResponse
-from ..pipeline.stream import ChunkStream
+from ..pipeline.provider import BaseProvider, Provider
 from .failover import describe, failover_reason, retry_after
 from .health import check_members, health_loop, summarize
 from .route_log import log, route_log
+from .routed_stream import RoutedStream
 from .strategies import Member, RoutingStrategy, estimated_cost, make_strategy
 
 if TYPE_CHECKING:
@@ -39,22 +39,6 @@ __all__ = ["RoutedStream", "Router"]
 
 #: ``on_route(route)``: called with every routing decision (the dict also put in ``metadata["route"]``).
 RouteCallback = Callable[[dict[str, Any]], None]
-
-
-class RoutedStream(StreamResponse):
-    """What ``router.stream(request)`` returns: a :class:`StreamResponse` whose ``route`` is the routing
-    decision (``None`` until the first chunk has been fetched, i.e. until the decision is final)."""
-
-    __slots__ = ("_ctx",)
-
-    def __init__(self, gen: ChunkStream, ctx: CallContext) -> None:
-        super().__init__(gen)
-        self._ctx = ctx
-
-    @property
-    def route(self) -> dict[str, Any] | None:
-        route: dict[str, Any] | None = self._ctx.state.get("route")
-        return route
 
 
 class Router(BaseProvider):
