@@ -148,13 +148,23 @@ def test_botocores_own_client_speaks_to_the_fake(server: FakeLLMServer) -> None:
     assert answer["output"]["message"]["content"] == [{"text": "echo: hi boto"}]
     assert answer["usage"]["totalTokens"] == 5
     assert server.last_request.raw_path == f"/model/{MODEL}/converse"
-    events = list(client.converse_stream(modelId=model, messages=messages)["stream"])
-    assert [next(iter(e)) for e in events][-3:] == ["contentBlockStop", "messageStop", "metadata"]
-    server.enqueue(Fault.error_event(after_chunks=1))
-    with pytest.raises(EventStreamError, match="throttlingException"):
-        list(client.converse_stream(modelId=model, messages=messages)["stream"])
-    server.enqueue(Fault.status(429))
-    with pytest.raises(ClientError) as caught:
-        client.converse(modelId=model, messages=messages)
-    assert caught.value.response["Error"]["Code"] == "ThrottlingException"
-    client.close()
+    try:
+        stream = client.converse_stream(modelId=model, messages=messages)["stream"]
+        try:
+            events = list(stream)
+        finally:
+            stream.close()
+        assert [next(iter(e)) for e in events][-3:] == ["contentBlockStop", "messageStop", "metadata"]
+        server.enqueue(Fault.error_event(after_chunks=1))
+        broken = client.converse_stream(modelId=model, messages=messages)["stream"]
+        try:
+            with pytest.raises(EventStreamError, match="throttlingException"):
+                list(broken)
+        finally:
+            broken.close()  # the error left the connection checked out: close it, not the garbage collector
+        server.enqueue(Fault.status(429))
+        with pytest.raises(ClientError) as caught:
+            client.converse(modelId=model, messages=messages)
+        assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+    finally:
+        client.close()
