@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -16,9 +17,10 @@ class ProviderInfo:
     """What a provider's handlers may know about it: fixed when the provider is built, shared by all calls.
 
     ``auth`` is any object with ``apply(httpx.Request)`` (the auth module's classes), or ``None``.
+    ``client_factory`` makes the shared ``http_client`` on first use when none was handed in.
     """
 
-    __slots__ = ("auth", "clock", "endpoint", "http_client", "model", "name", "type")
+    __slots__ = ("_client_factory", "_http_client", "auth", "clock", "endpoint", "model", "name", "type")
 
     def __init__(
         self,
@@ -30,6 +32,7 @@ class ProviderInfo:
         auth: Any = None,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
+        client_factory: Callable[[], httpx.AsyncClient] | None = None,
     ) -> None:
         from .clock import system_clock
 
@@ -38,8 +41,26 @@ class ProviderInfo:
         self.model = model
         self.endpoint = endpoint
         self.auth = auth
-        self.http_client = http_client
+        self._http_client = http_client
+        self._client_factory = client_factory
         self.clock = clock if clock is not None else system_clock
+
+    @property
+    def http_client(self) -> httpx.AsyncClient | None:
+        """The shared client; made on first use by ``client_factory`` when one was given and no client."""
+        client = self._http_client
+        if client is None and self._client_factory is not None:
+            client = self._http_client = self._client_factory()
+        return client
+
+    @http_client.setter
+    def http_client(self, client: httpx.AsyncClient | None) -> None:
+        self._http_client = client
+
+    @property
+    def client_created(self) -> bool:
+        """Whether a client exists (handed in, or already made by the factory)."""
+        return self._http_client is not None
 
     def __repr__(self) -> str:
         return f"ProviderInfo(name={self.name!r}, type={self.type!r}, model={self.model!r})"

@@ -98,6 +98,7 @@ class BaseProvider(abc.ABC):
 
     Arguments: ``name``, ``type``, ``model``, ``endpoint``, ``auth`` (an object with ``apply(httpx.Request)``),
     ``http_client`` (shared ``httpx.AsyncClient``; closed by ``aclose()`` only if ``owns_client``),
+    ``client_factory`` (makes the shared client on first use when none is handed in; pass ``owns_client=True``),
     ``pipeline``, ``clock``, ``capabilities`` and ``cost_estimator`` (``request -> CostEstimate | None``).
     """
 
@@ -111,6 +112,7 @@ class BaseProvider(abc.ABC):
         auth: Any = None,
         http_client: httpx.AsyncClient | None = None,
         owns_client: bool = False,
+        client_factory: Callable[[], httpx.AsyncClient] | None = None,
         pipeline: Pipeline | None = None,
         clock: Clock | None = None,
         capabilities: Iterable[Capability] = (Capability.CHAT, Capability.COMPLETION),
@@ -126,6 +128,7 @@ class BaseProvider(abc.ABC):
             auth=auth,
             http_client=http_client,
             clock=clock,
+            client_factory=client_factory,
         )
         self._type = ProviderType(type)
         self._owns_client = owns_client
@@ -273,8 +276,9 @@ class BaseProvider(abc.ABC):
         if self._closed:
             return
         self._closed = True
-        client = self._info.http_client
-        if self._owns_client and client is not None:
+        if self._owns_client and self._info.client_created:  # never make a client just to close it
+            client = self._info.http_client
+            assert client is not None
             await client.aclose()
 
     async def __aenter__(self) -> BaseProvider:

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["ProviderBuilder"]
 
 
+def _default_client() -> httpx.AsyncClient:
+    from .transport import default_http_client
+
+    return default_http_client()
+
+
 class ProviderBuilder:
     """Builds a :class:`CustomProvider` with its middleware pipeline, fluently::
 
@@ -92,7 +98,10 @@ class ProviderBuilder:
         return self
 
     def with_http_client(self, client: httpx.AsyncClient) -> ProviderBuilder:
-        """Share this client with the functions (``ctx.http_client``); the provider will not close it."""
+        """Share this client with the functions (``ctx.http_client``); the provider will not close it.
+
+        Without one, ``ctx.http_client`` is a pooled client of the provider's own (the built-in providers'
+        default transport), made on first use and closed by ``aclose()``."""
         self._http_client = client
         return self
 
@@ -242,6 +251,10 @@ class ProviderBuilder:
             endpoint=self._endpoint,
             auth=self._auth,
             http_client=self._http_client,
+            # Without a client of yours, ctx.http_client is a pooled client of the provider's own, made on
+            # first use and closed by aclose().
+            owns_client=self._http_client is None,
+            client_factory=_default_client if self._http_client is None else None,
             pipeline=pipeline,
             clock=self._clock,
             capabilities=self._capabilities,

@@ -239,3 +239,24 @@ async def test_hook_layers_are_accepted() -> None:
     with pytest.raises(TypeError, match="carries its options"):
         ProviderBuilder("p").with_middleware(hook(h), extra=1)
 
+
+
+async def test_without_a_client_of_yours_ctx_gets_a_pooled_one_made_on_first_use_and_closed() -> None:
+    seen: list[httpx.AsyncClient] = []
+
+    async def uses_client(request: CompletionRequest, ctx: CallContext) -> CompletionResponse:
+        assert ctx.http_client is not None
+        seen.append(ctx.http_client)
+        return CompletionResponse(content="x")
+
+    provider = ProviderBuilder("p").with_endpoint("https://api.example.com").with_complete_func(uses_client).build()
+    assert not provider.info.client_created  # nothing made until a function asks for it
+    await provider.complete(REQ)
+    await provider.complete(REQ)
+    assert isinstance(seen[0], httpx.AsyncClient) and seen[0] is seen[1]
+    await provider.aclose()
+    assert seen[0].is_closed
+
+    unused = ProviderBuilder("q").with_complete_func(answer).build()
+    await unused.aclose()
+    assert not unused.info.client_created  # closing does not make one either
