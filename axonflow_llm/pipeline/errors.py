@@ -339,12 +339,29 @@ _REQUEST_ID_HEADERS = (
 )
 
 
+_REQUEST_ID_RANK = {name.encode("ascii"): rank for rank, name in enumerate(_REQUEST_ID_HEADERS)}
+
+
 def request_id_from_headers(headers: Any) -> str | None:
-    for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
-        if value:
-            return str(value)
-    return None
+    """The request id the provider sent, by the first of ``_REQUEST_ID_HEADERS`` present.
+
+    ``httpx.Headers`` are read in one pass over their raw list (this runs on every successful call);
+    any other mapping with ``get`` by name.
+    """
+    raw = getattr(headers, "raw", None)
+    if raw is None:
+        for name in _REQUEST_ID_HEADERS:
+            value = headers.get(name)
+            if value:
+                return str(value)
+        return None
+    best_rank, best = len(_REQUEST_ID_HEADERS), None
+    rank_of = _REQUEST_ID_RANK.get
+    for key, value in raw:
+        rank = rank_of(key.lower())
+        if rank is not None and rank < best_rank and value:
+            best_rank, best = rank, value
+    return best.decode("latin-1") if best is not None else None
 
 
 def parse_retry_after(headers: Any, *, now: float | None = None) -> float | None:

@@ -143,3 +143,14 @@ def test_hierarchy_and_retryable() -> None:
     for cls in (APIError, APIConnectionError, StreamInterruptedError, CircuitOpenError,
                 RateLimitExceededError, BudgetExceededError, ConfigError):
         assert issubclass(cls, AxonFlowError)
+
+
+def test_request_id_prefers_the_first_known_header_whatever_their_order() -> None:
+    from axonflow_llm.pipeline.errors import request_id_from_headers
+
+    headers = httpx.Headers([("Apim-Request-Id", "azure-1"), ("X-Request-ID", "req-1"), ("other", "x")])
+    assert request_id_from_headers(headers) == "req-1"
+    assert request_id_from_headers(httpx.Headers({"x-amzn-RequestId": "aws-1"})) == "aws-1"
+    assert request_id_from_headers(httpx.Headers({"x-request-id": ""})) is None
+    assert request_id_from_headers(httpx.Headers({})) is None
+    assert request_id_from_headers({"request-id": "plain-mapping"}) == "plain-mapping"
