@@ -16,6 +16,7 @@ from ..pipeline.models import (
     CompletionRequest,
     CompletionResponse,
     CostEstimate,
+    FinishReason,
     HealthCheckResult,
     ProviderType,
     StreamChunk,
@@ -23,6 +24,7 @@ from ..pipeline.models import (
 )
 from ..pipeline.pipeline import Pipeline
 from ..pipeline.provider import BaseProvider
+from ..pipeline.stream import ChunkStream
 
 if TYPE_CHECKING:
     import httpx
@@ -56,21 +58,24 @@ class _ClosableIterator:
 
 
 async def _collect(stream: AsyncIterator[StreamChunk], model: str) -> CompletionResponse:
+    """The whole stream as one response: its text, the last finish reason and the last usage it reported
+    (a stream may send them in different chunks: the finish reason, then a usage-only chunk)."""
     parts: list[str] = []
-    last: StreamChunk | None = None
+    finish: FinishReason | None = None
+    usage: UsageStats | None = None
     try:
         async for chunk in stream:
             parts.append(chunk.content)
-            last = chunk
+            if chunk.finish_reason is not None:
+                finish = chunk.finish_reason
+            if chunk.usage is not None:
+                usage = chunk.usage
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
     return CompletionResponse(
-        content="".join(parts),
-        model=model,
-        finish_reason=last.finish_reason if last else None,
-        usage=last.usage if last is not None and last.usage is not None else UsageStats(),
+        content="".join(parts), model=model, finish_reason=finish, usage=usage if usage is not None else UsageStats()
     )
 
 
@@ -143,21 +148,12 @@ class CustomProvider(BaseProvider):
 
     async def send(self, request: CompletionRequest, ctx: CallContext) -> Reply:
         if ctx.streaming and self._stream_func is not None:
-            it = self._stream_func(request, ctx)
-            if inspect.iscoroutine(it):
-                it = await it
-            if not hasattr(it, "__anext__"):
-                raise TypeError(
-                    f"provider {self.name!r}: the stream function returned {type(it).__name__}, "
-                    "not an async iterator of StreamChunk (write it as `async def fn(request, ctx): yield ...`)"
-                )
-            return it if hasattr(it, "aclose") else _ClosableIterator(it)  # type: ignore[return-value]
+            return await self._open_stream(request, ctx)
         model = request.model or self._info.model or ""
         clock = self._info.clock
         started = clock.now()
         if self._complete_func is None:
-            assert self._stream_func is not None
-            response = await _collect(self._stream_func(request, ctx), model)
+            response = await _collect(await self._open_stream(request, ctx), model)
         else:
             response = await self._complete_func(request, ctx)
             if not isinstance(response, CompletionResponse):
@@ -173,6 +169,19 @@ class CustomProvider(BaseProvider):
         if not response.model and model:
             updates["model"] = model
         return msgspec.structs.replace(response, **updates) if updates else response
+
+    async def _open_stream(self, request: CompletionRequest, ctx: CallContext) -> ChunkStream:
+        """Call the stream function (awaiting it if it is a coroutine returning the iterator)."""
+        assert self._stream_func is not None
+        it: Any = self._stream_func(request, ctx)
+        if inspect.iscoroutine(it):
+            it = await it
+        if not hasattr(it, "__anext__"):
+            raise TypeError(
+                f"provider {self.name!r}: the stream function returned {type(it).__name__}, "
+                "not an async iterator of StreamChunk (write it as `async def fn(request, ctx): yield ...`)"
+            )
+        return it if hasattr(it, "aclose") else _ClosableIterator(it)
 
     async def health_check(self) -> HealthCheckResult:
         """The health check function if one was given, else the passive check (spends no tokens)."""

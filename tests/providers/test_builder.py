@@ -13,6 +13,7 @@ from axonflow_llm import (
     Capability,
     CompletionRequest,
     CompletionResponse,
+    FinishReason,
     HealthCheckResult,
     HealthStatus,
     Middleware,
@@ -207,6 +208,28 @@ async def test_stream_function_and_complete_collected_from_it() -> None:
     assert [c.content async for c in provider.stream(REQ)] == ["a", "b"]
     resp = await provider.complete(REQ)
     assert resp.content == "ab" and resp.usage.total_tokens == 2
+
+
+async def test_complete_collected_from_a_stream_keeps_a_finish_reason_sent_before_a_usage_only_chunk() -> None:
+    async def chunks(request: CompletionRequest, ctx: CallContext) -> Any:
+        yield StreamChunk(content="a")
+        yield StreamChunk(content="b", finish_reason=FinishReason.LENGTH)
+        yield StreamChunk(done=True, usage=UsageStats(total_tokens=2))  # usage comes last, alone
+
+    resp = await ProviderBuilder("p").with_stream_func(chunks).build().complete(REQ)
+    assert resp.content == "ab" and resp.finish_reason is FinishReason.LENGTH and resp.usage.total_tokens == 2
+
+
+async def test_a_stream_function_that_returns_its_iterator_from_a_coroutine_serves_complete_too() -> None:
+    async def gen() -> Any:
+        yield StreamChunk(content="x", done=True)
+
+    async def opens(request: CompletionRequest, ctx: CallContext) -> Any:
+        return gen()
+
+    provider = ProviderBuilder("p").with_stream_func(opens).build()
+    assert [c.content async for c in provider.stream(REQ)] == ["x"]
+    assert (await provider.complete(REQ)).content == "x"
 
 
 async def test_complete_only_provider_streams_one_final_chunk() -> None:
