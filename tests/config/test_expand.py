@@ -56,6 +56,12 @@ def test_malformed_reference_is_an_error_that_does_not_echo_the_text(text: str) 
     assert "sk-live" not in str(info.value)
 
 
+@pytest.mark.parametrize("text", ["${SET:-${PORT}}", "${UNSET:-${PORT}}", "${UNSET-a${PORT}}"])
+def test_a_nested_default_is_an_error_not_a_stray_brace(text: str) -> None:
+    with pytest.raises(ConfigError, match="defaults cannot nest"):
+        expand_env(text, ENV, where="f.yaml:3: a.b")
+
+
 def test_values_are_not_expanded_twice() -> None:
     assert expand_env("${NESTED}", {"NESTED": "${SET}"}) == "${SET}"
     assert expand_env("${UNSET:-$$}", ENV) == "$$"
