@@ -231,14 +231,13 @@ class ProviderBuilder:
             raise ValueError(
                 f"with_endpoint({self._endpoint!r}): the endpoint must be an http:// or https:// URL"
             )
+        from ..middleware.pricing import as_price_table, estimate_cost
+
         pipeline = self.pipeline()
-        prices = self._prices
+        table = as_price_table(self._prices)  # once, here: its lookups are memoised per table
         model = self._model
 
         def estimator(request: CompletionRequest) -> CostEstimate | None:
-            from ..middleware.pricing import PriceTable, estimate_cost
-
-            table = PriceTable.default().with_overrides(prices or {})
             return estimate_cost(request, model=request.model or model or "", prices=table)
 
         return CustomProvider(
