@@ -373,7 +373,9 @@ class Router(BaseProvider):
         self._start_health_checks()
 
     def _start_health_checks(self) -> None:
-        if self._interval is None or self._health_task is not None or self._closed:
+        task = self._health_task
+        # A finished task is one whose event loop ended (asyncio.run cancels what is left): start anew.
+        if self._interval is None or self._closed or (task is not None and not task.done()):
             return
         self._health_task = asyncio.get_running_loop().create_task(
             health_loop(weakref.ref(self), self._interval, self._info.clock), name=f"{self.name}-health"

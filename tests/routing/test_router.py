@@ -528,6 +528,19 @@ def test_sync_calls_start_and_close_stop_the_health_checks() -> None:
     assert task.cancelled()
 
 
+def test_health_checks_start_again_on_a_new_event_loop() -> None:
+    router = router_of((Scripted("a"), 0), health_check_interval=3600)
+
+    async def call() -> asyncio.Task[None] | None:
+        await router.complete(REQUEST)
+        return router._health_task
+
+    first = asyncio.run(call())  # asyncio.run cancels the health task as its loop ends
+    assert first is not None and first.cancelled()
+    second = asyncio.run(call())
+    assert second is not None and second is not first
+
+
 def test_router_works_from_sync_code() -> None:
     router = router_of((Scripted("a", unavailable()), 1), (Scripted("b", response("from b"), stream("p", "q")), 0))
     assert router.complete_sync(REQUEST).content == "from b"  # a is cooling down now
