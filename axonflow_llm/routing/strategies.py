@@ -29,7 +29,7 @@ class Member:
     says why (``"circuit_open"``, ``"rate_limited"``, ``"unhealthy"``, ``"error: ServerError"``).
     """
 
-    __slots__ = ("cool_reason", "cool_until", "index", "name", "prices", "priority", "provider", "weight")
+    __slots__ = ("_table", "cool_reason", "cool_until", "index", "name", "prices", "priority", "provider", "weight")
 
     def __init__(
         self,
@@ -46,20 +46,27 @@ class Member:
         self.weight = weight
         self.index = index
         self.prices = prices
+        # Built (and validated) once: a bad price fails here, at router.add(), not as "cannot estimate"
+        # on every call; and the table memoises its lookups.
+        self._table: Any = None
+        if prices:
+            from ..middleware.pricing import PriceTable
+
+            self._table = PriceTable(prices)
         self.cool_until = -math.inf
         self.cool_reason: str | None = None
 
     def estimate(self, request: CompletionRequest) -> CostEstimate | None:
         """The provider's cost estimate for ``request``; with ``prices`` (``{model: ModelPrice}``, e.g. the
         ``pricing`` of its configuration), those prices win for the models they name."""
-        if self.prices:
-            from ..middleware.pricing import PriceTable, estimate_cost
-
+        table = self._table
+        if table is not None:
             model = request.model or getattr(self.provider, "model", None)
-            if model:
-                table = PriceTable(self.prices)
-                if table.get(model) is not None:
-                    return estimate_cost(request, model=model, prices=table)
+            if model and table.get(model) is not None:
+                from ..middleware.pricing import estimate_cost
+
+                result: CostEstimate | None = estimate_cost(request, model=model, prices=table)
+                return result
         return self.provider.estimate_cost(request)
 
     def cool(self, until: float, reason: str) -> None:

@@ -118,6 +118,12 @@ def test_member_prices_override_the_providers_estimate_for_their_models() -> Non
     assert priced.estimate(other).total_estimate == 5.0  # type: ignore[union-attr]
 
 
+def test_member_prices_that_are_not_model_prices_fail_when_added_not_on_every_call() -> None:
+    with pytest.raises(TypeError, match="must be a ModelPrice"):
+        Member(Stub("p", 5.0, model="my-model"), priority=0, weight=1, index=0,
+               prices={"my-model": {"input_per_1m": 1.0, "output_per_1m": 2.0}})
+
+
 def test_make_strategy_by_name_or_object() -> None:
     assert isinstance(make_strategy("round-robin"), RoundRobinStrategy)
     custom = PriorityStrategy()
