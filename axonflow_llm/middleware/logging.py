@@ -16,6 +16,7 @@ from ..pipeline.middleware import Handler, Middleware, Reply
 from ..pipeline.models import CompletionRequest, CompletionResponse, StreamChunk
 from ..pipeline.stream import StreamEnd, StreamOutcome, observe_stream
 from .cost import COST_STATE_KEY
+from .retry import ON_RETRY_KEY
 
 # structlog's global configuration, watched so that a reconfiguration is noticed cheaply; a structlog
 # without it makes the middleware resolve its logger once.
@@ -26,8 +27,9 @@ __all__ = ["CALL_EVENT", "RETRY_EVENT", "RETRY_LISTENER_KEY", "LoggingMiddleware
 #: The event logged once per logical call, and the debug event logged before each retry's wait.
 CALL_EVENT = "llm.call"
 RETRY_EVENT = "llm.retry"
-#: ``ctx.state`` key of the retry listener ``listener(attempt, error, wait)`` the retry middleware calls.
-RETRY_LISTENER_KEY = "retry.on_retry"
+#: ``ctx.state`` key of the retry listener ``listener(attempt, error, wait)`` the retry middleware calls
+#: (the retry middleware's own :data:`~axonflow_llm.middleware.retry.ON_RETRY_KEY`, under a second name).
+RETRY_LISTENER_KEY = ON_RETRY_KEY
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 _NAMES = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
