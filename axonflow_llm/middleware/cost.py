@@ -49,7 +49,7 @@ class _StreamCost:
         cost: float | None = None
         usage = outcome.usage
         if usage is not None and usage_known(usage):
-            price = self.middleware._price(self.model, None, ctx)
+            price = self.middleware._price(self.model, ctx)
             if price is not None:
                 cost = cost_of(usage, price)
                 ctx.state[COST_STATE_KEY] = cost
@@ -147,7 +147,7 @@ class CostMiddleware(Middleware):
 
     def estimate(self, request: CompletionRequest, ctx: CallContext) -> float:
         """The USD this call is expected to cost (0.0 when the model's price is unknown)."""
-        price = self._price(request.model, None, ctx)
+        price = self._price(request.model, ctx)
         if price is None:
             return 0.0
         prompt_tokens = self._counter(request)
@@ -156,15 +156,15 @@ class CostMiddleware(Middleware):
         output = request.max_tokens if request.max_tokens is not None else self._default_output
         return price.cost(prompt_tokens, output)
 
-    def _price(self, request_model: str | None, reply_model: str | None, ctx: CallContext) -> ModelPrice | None:
+    def _price(self, request_model: str | None, ctx: CallContext) -> ModelPrice | None:
+        """The price of the request's model, else the provider's, else the provider type's (free for Ollama)."""
         get = self._prices.get
-        kind = ctx.info.type
-        for model in (reply_model, request_model, ctx.info.model):
+        for model in (request_model, ctx.info.model):
             if model:
                 price = get(model)
                 if price is not None:
                     return price
-        return get(None, provider_type=kind)
+        return get(None, provider_type=ctx.info.type)
 
     def _priced(self, reply: CompletionResponse, request: CompletionRequest, ctx: CallContext) -> CompletionResponse:
         if reply.cost is not None:
@@ -176,7 +176,7 @@ class CostMiddleware(Middleware):
             return reply  # no usage reported: no cost
         price = self._prices.get(reply.model) if reply.model else None  # the common case, first
         if price is None:
-            price = self._price(request.model, None, ctx)
+            price = self._price(request.model, ctx)
             if price is None:
                 return reply
         cost = (
