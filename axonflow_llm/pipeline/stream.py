@@ -95,10 +95,10 @@ class ObservedStream:
             self._end(StreamEnd.COMPLETED, None)
             raise
         except asyncio.CancelledError as exc:
-            await self._close_inner_then_end(StreamEnd.CANCELLED, exc)
+            await self._close_inner_then_end(StreamEnd.CANCELLED, exc, quiet=True)
             raise
         except BaseException as exc:
-            await self._close_inner_then_end(StreamEnd.FAILED, exc)
+            await self._close_inner_then_end(StreamEnd.FAILED, exc, quiet=True)
             raise
         self._chunks += 1
         if chunk.usage is not None:
@@ -114,13 +114,18 @@ class ObservedStream:
             return
         await self._close_inner_then_end(StreamEnd.CLOSED, None)
 
-    async def _close_inner_then_end(self, end: StreamEnd, error: BaseException | None) -> None:
+    async def _close_inner_then_end(self, end: StreamEnd, error: BaseException | None, quiet: bool = False) -> None:
+        """Close the inner stream, then finalise. ``quiet``: the stream already failed, and that error (not
+        one from closing it) is what the caller must see."""
         try:
             await self._inner.aclose()
         except asyncio.CancelledError as exc:
             # Cancelled while closing: still finalise, as cancelled, then let it propagate.
             self._end(StreamEnd.CANCELLED, exc)
             raise
+        except Exception:
+            if not quiet:
+                raise
         finally:
             self._end(end, error)
 

@@ -165,3 +165,29 @@ async def test_a_response_reply_to_a_stream_call_arrives_as_one_final_chunk() ->
     assert chunks[0].content == "whole" and chunks[0].done
     assert chunks[0].usage == UsageStats(total_tokens=5)
     assert handler.call_count == 0
+
+
+async def test_a_failed_stream_raises_its_own_error_even_when_closing_the_inner_stream_fails_too() -> None:
+    class BrokenClose(ScriptedStream):
+        async def aclose(self) -> None:
+            raise RuntimeError("close failed as well")
+
+    ends: list[tuple[str, StreamOutcome]] = []
+    cause = ConnectionResetError("peer reset")
+    observed = observe_stream(BrokenClose([StreamChunk(content="a")], error=cause), lambda o: ends.append(("x", o)))
+    assert (await observed.__anext__()).content == "a"
+    with pytest.raises(ConnectionResetError):  # the stream's error, which retry and the breaker judge
+        await observed.__anext__()
+    assert [(o.end, o.error) for _, o in ends] == [(StreamEnd.FAILED, cause)]
+
+
+async def test_closing_by_the_caller_still_reports_a_failing_inner_close() -> None:
+    class BrokenClose(ScriptedStream):
+        async def aclose(self) -> None:
+            raise RuntimeError("close failed")
+
+    ends: list[tuple[str, StreamOutcome]] = []
+    observed = observe_stream(BrokenClose([StreamChunk(content="a")]), lambda o: ends.append(("x", o)))
+    with pytest.raises(RuntimeError, match="close failed"):
+        await observed.aclose()
+    assert [o.end for _, o in ends] == [StreamEnd.CLOSED]
