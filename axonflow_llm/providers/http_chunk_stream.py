@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from axonflow_llm.pipeline.errors import StreamInterruptedError, redact
+from axonflow_llm.pipeline.errors import AxonFlowError, StreamInterruptedError, redact
 from axonflow_llm.pipeline.models import StreamChunk
+
+from .wire import scrub_error
 
 if TYPE_CHECKING:
     from .http_provider import HTTPProvider
@@ -71,6 +73,10 @@ class HTTPChunkStream:
                 f"the stream broke after {self._chunks} chunks ({type(exc).__name__}: {redact(str(exc))})",
                 provider=provider.name, chunks_received=self._chunks,
             ) from exc
+        except AxonFlowError as exc:  # an error event in the stream: it may echo the credentials
+            await self.aclose()
+            scrub_error(exc, self._response)
+            raise
         except BaseException:
             await self.aclose()
             raise

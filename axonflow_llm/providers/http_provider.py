@@ -44,7 +44,16 @@ from axonflow_llm.pipeline.provider import BaseProvider
 
 from .http_chunk_stream import HTTPChunkStream
 from .transport import AiohttpTransport, default_timeout, default_transport, transport_errors, user_agent
-from .wire import _EXCERPT, RAW_FINISH_REASON, TOOL_RESULT_PREFIX, _checked_headers, excerpt, tool_as_user, type_name
+from .wire import (
+    _EXCERPT,
+    RAW_FINISH_REASON,
+    TOOL_RESULT_PREFIX,
+    _checked_headers,
+    excerpt,
+    scrub_error,
+    tool_as_user,
+    type_name,
+)
 
 if TYPE_CHECKING:
     from axonflow_llm.middleware.pricing import ModelPrice, PriceTable
@@ -624,7 +633,11 @@ class HTTPProvider(BaseProvider):
             latency = clock.now() - start
             if response.is_error:
                 raise self.error_from_response(response)
-            return self.parse_response(response, request, latency=latency)
+            try:
+                return self.parse_response(response, request, latency=latency)
+            except AxonFlowError as exc:  # an error inside a 2xx answer (Ollama's): it may echo the key
+                scrub_error(exc, response)
+                raise
         response = await self._send(http_request, auth, stream=True)
         if response.is_error:
             try:

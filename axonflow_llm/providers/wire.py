@@ -9,7 +9,7 @@ import httpx
 from axonflow_llm.pipeline.errors import redact, request_secrets
 from axonflow_llm.pipeline.models import Message
 
-__all__ = ["RAW_FINISH_REASON", "TOOL_RESULT_PREFIX", "excerpt", "tool_as_user", "type_name"]
+__all__ = ["RAW_FINISH_REASON", "TOOL_RESULT_PREFIX", "excerpt", "scrub_error", "tool_as_user", "type_name"]
 
 _EXCERPT = 200
 #: The ``CompletionResponse.metadata`` key under which every built-in provider keeps the finish reason
@@ -29,6 +29,23 @@ def excerpt(data: bytes | str, request: httpx.Request | None = None) -> str:
     """A short, redacted excerpt of a body, for error messages."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
     return redact(text[:_EXCERPT], request_secrets(request) if request is not None else ())
+
+
+def scrub_error(exc: BaseException, response: httpx.Response) -> None:
+    """Replace the credentials ``response``'s request carried with ``***`` in ``exc``'s message, body and
+    args: an error the service reports inside a 2xx answer (a stream's error event) may echo them, and a
+    key of no known shape (an Azure ``api-key``) is not caught by :func:`redact`'s patterns."""
+    try:
+        secrets = request_secrets(response.request)
+    except RuntimeError:  # a response built by hand, without its request
+        return
+    if not secrets:
+        return
+    for attr in ("message", "body"):
+        text = getattr(exc, attr, None)
+        if isinstance(text, str) and text:
+            setattr(exc, attr, redact(text, secrets))
+    exc.args = tuple(redact(a, secrets) if isinstance(a, str) else a for a in exc.args)
 
 
 def tool_as_user(message: Message) -> Message:

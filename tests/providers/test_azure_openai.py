@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from axonflow_llm.pipeline.errors import AuthenticationError, RateLimitError
+from axonflow_llm.pipeline.errors import AuthenticationError, BadRequestError, RateLimitError
 from axonflow_llm.pipeline.models import (
     CompletionRequest,
     FinishReason,
@@ -309,3 +309,15 @@ async def test_live_azure_openai(live_or_skip: Any) -> None:
         finally:
             await p.aclose()
 
+
+
+async def test_an_error_event_in_a_stream_that_echoes_the_key_is_scrubbed(
+    recorder: Any, bare: Pipeline, assert_no_secret: Any
+) -> None:
+    key = "0123456789abcdef0123456789abcdef"  # an Azure key has no shape redact() knows
+    recorder.sse({"error": {"message": f"invalid subscription key {key}", "type": "invalid_request_error"}})
+    p = provider(recorder, bare, api_key=key)
+    with pytest.raises(BadRequestError) as info:
+        await collect(p.stream(CompletionRequest(prompt="hi")))
+    assert_no_secret(info.value, key)
+    assert "invalid subscription key ***" in str(info.value)

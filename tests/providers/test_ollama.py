@@ -255,3 +255,18 @@ async def test_live_ollama(live_or_skip: Any) -> None:
             assert r.content
         finally:
             await p.aclose()
+
+
+async def test_an_error_in_a_200_answer_or_stream_that_echoes_the_key_is_scrubbed(
+    recorder: Any, bare: Pipeline, assert_no_secret: Any
+) -> None:
+    key = "proxy-token-0123456789"  # a gateway's token, of no shape redact() knows
+    recorder.json({"error": f"bad token {key}"}).ndjson({"error": f"bad token {key}"})
+    p = OllamaProvider(http_client=recorder.client, pipeline=bare, api_key=key, endpoint="http://gpu-box:11434")
+    with pytest.raises(ServerError) as plain:
+        await p.complete(CompletionRequest(prompt="hi"))
+    with pytest.raises(ServerError) as streamed:
+        [c async for c in p.stream(CompletionRequest(prompt="hi"))]
+    for info in (plain, streamed):
+        assert_no_secret(info.value, key)
+        assert "bad token ***" in str(info.value)
