@@ -124,6 +124,12 @@ class ProviderBuilder:
         key: Callable[[CompletionRequest], str] | None = None,
         block: bool = True,
     ) -> ProviderBuilder:
+        """Throttle requests (``limiter``) and/or LLM tokens (``tokens_per_minute``); at least one."""
+        if limiter is None and tokens_per_minute is None:
+            raise ValueError(
+                "with_rate_limiter() needs a limiter (e.g. RateLimiter(10, 10): 10 requests/s) "
+                "and/or tokens_per_minute=; with neither it would limit nothing"
+            )
         self._rate_limit = {"rate_limiter": limiter, "tokens_per_minute": tokens_per_minute,
                             "rate_limit_key": key, "block": block}
         return self
@@ -141,7 +147,12 @@ class ProviderBuilder:
     def with_timeout(
         self, seconds: float | None, *, first_chunk: float | None = None, idle: float | None = None
     ) -> ProviderBuilder:
-        """Per-attempt timeout; for streams also time to first chunk and the longest gap between chunks."""
+        """Per-attempt timeout; for streams also time to first chunk and the longest gap between chunks.
+        At least one of the three is required."""
+        if seconds is None and first_chunk is None and idle is None:
+            raise ValueError(
+                "with_timeout(None) sets no limit: give seconds (the whole attempt), first_chunk= or idle="
+            )
         self._timeouts = {"timeout": seconds, "first_chunk_timeout": first_chunk, "idle_timeout": idle}
         return self
 

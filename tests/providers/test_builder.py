@@ -148,6 +148,15 @@ def test_build_validates_with_a_message_that_says_how_to_fix_it(builder: Provide
         builder.build()
 
 
+def test_a_rate_limiter_or_timeout_that_would_limit_nothing_is_refused_not_silently_dropped() -> None:
+    with pytest.raises(ValueError, match="tokens_per_minute="):
+        ProviderBuilder("p").with_rate_limiter()
+    with pytest.raises(ValueError, match="first_chunk= or idle="):
+        ProviderBuilder("p").with_timeout(None)
+    built = ProviderBuilder("p").with_complete_func(answer).with_timeout(None, idle=5).build()
+    assert "TimeoutMiddleware" in built.pipeline.names()
+
+
 def test_a_sync_complete_function_is_refused() -> None:
     def not_async(request: CompletionRequest, ctx: CallContext) -> CompletionResponse:
         return CompletionResponse(content="x")
