@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -10,14 +11,13 @@ from ..pipeline.errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
-    MalformedResponseError,
     OverloadedError,
     RateLimitError,
     ServerError,
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
-from .wire import RAW_FINISH_REASON, tool_as_user
+from .wire import RAW_FINISH_REASON, malformed_payload, tool_as_user
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -194,14 +194,8 @@ def _usage_metadata(usage: Usage) -> dict[str, Any]:
     return meta
 
 
-def malformed(provider: str, what: str, data: bytes | str, exc: Exception | None = None) -> MalformedResponseError:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    detail = f": {exc}" if exc is not None else ""
-    return MalformedResponseError(
-        f"{what} is not the shape the Anthropic Messages API documents{detail}",
-        provider=provider,
-        body=redact(text[:500]),
-    )
+#: ``malformed(provider, what, data, exc=None)``: the error for a payload not in the documented shape.
+malformed = partial(malformed_payload, "the Anthropic Messages API")
 
 
 def to_response(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -11,13 +12,12 @@ import msgspec
 from ..pipeline.errors import (
     APIError,
     BadRequestError,
-    MalformedResponseError,
     RateLimitError,
     ServerError,
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
-from .wire import RAW_FINISH_REASON, tool_as_user
+from .wire import RAW_FINISH_REASON, malformed_payload, tool_as_user
 
 __all__ = [
     "RESPONSE_DECODER",
@@ -237,14 +237,8 @@ def usage_stats(usage: TokenUsage) -> UsageStats:
     )
 
 
-def malformed(provider: str, what: str, data: bytes | str, exc: Exception | None = None) -> MalformedResponseError:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    detail = f": {exc}" if exc is not None else ""
-    return MalformedResponseError(
-        f"{what} is not the shape the Bedrock Converse API documents{detail}",
-        provider=provider,
-        body=redact(text[:500]),
-    )
+#: ``malformed(provider, what, data, exc=None)``: the error for a payload not in the documented shape.
+malformed = partial(malformed_payload, "the Bedrock Converse API")
 
 
 def to_response(

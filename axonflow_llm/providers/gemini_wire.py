@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
 
 from ..pipeline.errors import (
     APIError,
-    MalformedResponseError,
     error_class_for_status,
     redact,
 )
 from ..pipeline.models import CompletionRequest, CompletionResponse, FinishReason, StreamChunk, UsageStats
-from .wire import RAW_FINISH_REASON, tool_as_user
+from .wire import RAW_FINISH_REASON, malformed_payload, tool_as_user
 
 __all__ = [
     "RESPONSE_DECODER",
@@ -205,12 +205,8 @@ def _text(candidate: Candidate) -> tuple[str, bool]:
     return text, any(p.function_call is not None for p in parts)
 
 
-def malformed(provider: str, what: str, data: bytes | str, exc: Exception | None = None) -> MalformedResponseError:
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    detail = f": {exc}" if exc is not None else ""
-    return MalformedResponseError(
-        f"{what} is not the shape the Gemini API documents{detail}", provider=provider, body=redact(text[:500])
-    )
+#: ``malformed(provider, what, data, exc=None)``: the error for a payload not in the documented shape.
+malformed = partial(malformed_payload, "the Gemini API")
 
 
 def stream_error(err: ErrorBody, *, provider: str, request_id: str | None, body: str) -> APIError:

@@ -6,10 +6,18 @@ from collections.abc import Mapping
 
 import httpx
 
-from axonflow_llm.pipeline.errors import redact, request_secrets
+from axonflow_llm.pipeline.errors import MalformedResponseError, redact, request_secrets
 from axonflow_llm.pipeline.models import Message
 
-__all__ = ["RAW_FINISH_REASON", "TOOL_RESULT_PREFIX", "excerpt", "scrub_error", "tool_as_user", "type_name"]
+__all__ = [
+    "RAW_FINISH_REASON",
+    "TOOL_RESULT_PREFIX",
+    "excerpt",
+    "malformed_payload",
+    "scrub_error",
+    "tool_as_user",
+    "type_name",
+]
 
 _EXCERPT = 200
 #: The ``CompletionResponse.metadata`` key under which every built-in provider keeps the finish reason
@@ -29,6 +37,18 @@ def excerpt(data: bytes | str, request: httpx.Request | None = None) -> str:
     """A short, redacted excerpt of a body, for error messages."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes | bytearray) else data
     return redact(text[:_EXCERPT], request_secrets(request) if request is not None else ())
+
+
+def malformed_payload(
+    api: str, provider: str, what: str, data: bytes | str, exc: Exception | None = None
+) -> MalformedResponseError:
+    """``what`` is not the shape ``api`` documents: the error, with a redacted excerpt (500 characters) of
+    ``data`` and the decoder's complaint ``exc``. The ``*_wire`` modules bind ``api`` with ``partial``."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    detail = f": {exc}" if exc is not None else ""
+    return MalformedResponseError(
+        f"{what} is not the shape {api} documents{detail}", provider=provider, body=redact(text[:500])
+    )
 
 
 def scrub_error(exc: BaseException, response: httpx.Response) -> None:
