@@ -574,7 +574,7 @@ class HTTPProvider(BaseProvider):
         except AxonFlowError as exc:  # unreachable
             return self.health_result(HealthStatus.UNHEALTHY, clock.now() - start, str(exc))
         latency = clock.now() - start
-        if response.is_error:
+        if not response.is_success:  # 3xx too: redirects are not followed
             err = self.error_from_response(response)
             accepted = accept_error(err) if accept_error is not None else None
             if accepted:
@@ -615,6 +615,13 @@ class HTTPProvider(BaseProvider):
         ``Retry-After``, the request id, the request's credentials scrubbed). Override it to read a
         provider's own error header or body shape; keep the result an :class:`APIError` from
         ``APIError.from_response`` (pass ``message=``) so it stays typed and scrubbed."""
+        if 300 <= response.status_code < 400:
+            where = response.headers.get("location")
+            return APIError.from_response(
+                response, provider=self.name,
+                message=f"redirected{f' to {where}' if where else ''}; redirects are not followed: "
+                        "set the provider's endpoint to the URL the service answers at",
+            )
         return APIError.from_response(response, provider=self.name)
 
     # -- the leaf ----------------------------------------------------------------------------------------
@@ -631,7 +638,7 @@ class HTTPProvider(BaseProvider):
         if not ctx.streaming:
             response = await self._send(http_request, auth, stream=False)
             latency = clock.now() - start
-            if response.is_error:
+            if not response.is_success:  # 3xx too: redirects are not followed
                 raise self.error_from_response(response)
             try:
                 return self.parse_response(response, request, latency=latency)
@@ -639,7 +646,7 @@ class HTTPProvider(BaseProvider):
                 scrub_error(exc, response)
                 raise
         response = await self._send(http_request, auth, stream=True)
-        if response.is_error:
+        if not response.is_success:  # 3xx too: redirects are not followed
             try:
                 await response.aread()
             except self._transport_errors as exc:

@@ -194,6 +194,26 @@ async def test_an_error_status_on_a_stream_reads_the_body_and_closes_it() -> Non
     assert body.closed
 
 
+async def test_a_redirect_is_an_error_naming_the_fix_not_a_healthy_or_malformed_answer() -> None:
+    bodies: list[TrackedBody] = []
+
+    def moved(request: httpx.Request) -> httpx.Response:
+        bodies.append(TrackedBody(b"<html>Moved</html>"))
+        return httpx.Response(301, stream=bodies[-1], headers={"location": "https://toy.test/gen"})
+
+    p = LineProvider(http_client=httpx.AsyncClient(transport=httpx.MockTransport(moved)))
+    with pytest.raises(APIError) as plain:
+        await p.complete(REQ)
+    with pytest.raises(APIError) as streamed:
+        await drain(p.stream(REQ), [])
+    for info in (plain, streamed):
+        assert info.value.status_code == 301 and not info.value.retryable
+        assert "redirected to https://toy.test/gen; redirects are not followed" in str(info.value)
+    health = await p.probe("GET", p.url("/models"))
+    assert health.status is HealthStatus.UNHEALTHY and "redirects are not followed" in health.message
+    assert all(b.closed for b in bodies)
+
+
 async def test_chunk_stream_repr_and_counters() -> None:
     p = LineProvider(http_client=client_for(TrackedBody(L1, DONE)))
     ctx = CallContext(p.info, streaming=True)
