@@ -45,7 +45,7 @@ class AzureOpenAIProvider(OpenAIProvider):
     """Azure OpenAI chat completions (and streaming, with usage) for one deployment.
 
     ``endpoint`` is the resource URL ``https://{resource}.openai.azure.com`` (falls back to
-    ``AZURE_OPENAI_ENDPOINT``, or ``settings["resource"]``). ``settings``: ``deployment`` (default: the
+    ``settings["resource"]``, then ``AZURE_OPENAI_ENDPOINT``). ``settings``: ``deployment`` (default: the
     model), ``api_version`` (default ``"v1"``, the current GA API; or ``OPENAI_API_VERSION``),
     ``azure_ad_token_provider`` (a callable returning an Entra ID token, sync or async, as the official SDK
     takes; or returning ``(token, lifetime_seconds)``), ``azure_ad_token`` (a fixed token). Without
