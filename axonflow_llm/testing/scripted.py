@@ -103,17 +103,19 @@ def stream(
 ) -> Callable[[], ScriptedStream]:
     """Script a stream of these texts; the last one is marked ``done`` (unless ``error`` follows it).
 
-    Returns a factory, so the same script entry can be replayed by ``then=``.
+    ``chunk_delay`` is slept on ``clock``; without one, on the clock of the handler that plays the script
+    (its ``clock=``), so a ``FakeClock`` handed to the handler is enough. Returns a factory, so the same
+    script entry can be replayed by ``then=``.
     """
 
-    def make() -> ScriptedStream:
+    def make(handler_clock: Clock | None = None) -> ScriptedStream:
         chunks = [StreamChunk(content=c) for c in contents]
         if error is None:
             last = chunks[-1] if chunks else StreamChunk()
             chunks[-1:] = [
                 StreamChunk(content=last.content, done=True, finish_reason=FinishReason.STOP, usage=usage)
             ]
-        return ScriptedStream(chunks, error=error, chunk_delay=chunk_delay, clock=clock)
+        return ScriptedStream(chunks, error=error, chunk_delay=chunk_delay, clock=clock or handler_clock)
 
     make.is_stream_script = True  # type: ignore[attr-defined]
     return make
@@ -161,7 +163,7 @@ class ScriptedHandler:
         if isinstance(item, type) and issubclass(item, BaseException):
             raise item()
         if getattr(item, "is_stream_script", False):
-            made = item()
+            made = item(self._clock)
             self.streams.append(made)
             return made  # type: ignore[no-any-return]
         if callable(item) and not isinstance(item, CompletionResponse):

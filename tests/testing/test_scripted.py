@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from axonflow_llm import CallContext, CompletionRequest, CompletionResponse, ProviderInfo, ServerError
@@ -43,3 +45,15 @@ async def test_unscriptable_item_is_a_clear_error() -> None:
     handler = ScriptedHandler(42)
     with pytest.raises(TypeError, match="cannot produce 42"):
         await handler(REQ, ctx())
+
+
+async def test_a_scripted_streams_chunk_delay_runs_on_the_handlers_clock_when_the_stream_names_none() -> None:
+    clock = FakeClock()
+    handler = ScriptedHandler(stream("a", "b", chunk_delay=30.0), clock=clock)
+    reply = await handler(REQ, ctx(streaming=True))
+
+    async def drain() -> list[str]:
+        return [c.content async for c in reply]  # type: ignore[union-attr]
+
+    assert await asyncio.wait_for(drain(), timeout=5.0) == ["a", "b"]  # virtual time, not 60 real seconds
+    assert clock.sleeps == [30.0, 30.0] and clock.now() == 60.0
