@@ -654,7 +654,12 @@ class HTTPProvider(BaseProvider):
             finally:
                 await response.aclose()
             raise self.error_from_response(response)
-        return HTTPChunkStream(self, response, self.parse_stream(response, request))
+        try:
+            chunks = self.parse_stream(response, request)
+        except BaseException:  # a parse_stream that is not a generator, or not implemented: release it
+            await response.aclose()
+            raise
+        return HTTPChunkStream(self, response, chunks)
 
     async def _send(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> httpx.Response:
         try:

@@ -214,6 +214,17 @@ async def test_a_redirect_is_an_error_naming_the_fix_not_a_healthy_or_malformed_
     assert all(b.closed for b in bodies)
 
 
+async def test_a_provider_without_parse_stream_says_so_and_closes_the_response() -> None:
+    class PlainOnly(LineProvider):
+        parse_stream = HTTPProvider.parse_stream  # type: ignore[assignment]
+
+    body = TrackedBody(L1, DONE)
+    p = PlainOnly(http_client=client_for(body))
+    with pytest.raises(NotImplementedError, match="must implement parse_stream"):
+        await drain(p.stream(REQ), [])
+    assert body.closed
+
+
 async def test_chunk_stream_repr_and_counters() -> None:
     p = LineProvider(http_client=client_for(TrackedBody(L1, DONE)))
     ctx = CallContext(p.info, streaming=True)
