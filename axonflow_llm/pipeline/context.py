@@ -73,8 +73,9 @@ class CallContext:
     - ``streaming``: ``True`` for ``stream()``; the leaf then returns an async iterator of chunks.
     - ``attempt``: 1 for the first attempt; the retry middleware counts it up.
     - ``auth``: the credentials for this attempt, set by the auth middleware (default: the provider's).
-    - ``state``: a dict for middleware to leave notes for each other (the router's decision, retry counts).
-      Keys are namespaced by convention: ``"retry.attempts"``, ``"route.chosen"``.
+    - ``state``: a dict for middleware to leave notes for each other. Keys are namespaced by convention:
+      ``"retry.on_retry"`` (a listener the retry middleware calls before each wait), ``"cost.usd"`` (the
+      call's cost, left by the cost middleware for the logging middleware).
 
     Middleware must not keep a context after the call: it is per call, the middleware is not.
     """
