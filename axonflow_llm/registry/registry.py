@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -48,8 +49,7 @@ class Registry:
         clock: Clock | None = None,
         health_check_timeout: float = 10.0,
     ) -> None:
-        if not (isinstance(health_check_timeout, int | float) and health_check_timeout > 0):
-            raise ValueError(f"health_check_timeout must be a number of seconds > 0, got {health_check_timeout!r}")
+        _check_timeout("health_check_timeout", health_check_timeout)
         self._factories = FactoryTable(factories) if factories is not None else global_factories()
         self._clock = clock
         self._health_timeout = float(health_check_timeout)
@@ -207,7 +207,7 @@ class Registry:
         """Every built provider's health, checked concurrently, each within ``check_timeout`` seconds (default:
         the registry's ``health_check_timeout``). Never raises for one bad provider: a check that fails
         or times out is reported ``UNHEALTHY`` with the reason."""
-        limit = self._health_timeout if check_timeout is None else check_timeout
+        limit = self._health_timeout if check_timeout is None else _check_timeout("check_timeout", check_timeout)
         clock = self._clock or system_clock
         names = list(self._providers)
         results = await asyncio.gather(
@@ -239,6 +239,12 @@ class UnknownProviderError(KeyError, AxonFlowError):
 
 class ProviderDisabledError(UnknownProviderError):
     """The provider is registered but disabled in its configuration."""
+
+
+def _check_timeout(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
 
 
 def _build(plan: ProviderPlan) -> Provider:

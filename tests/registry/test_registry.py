@@ -331,6 +331,15 @@ async def test_health_check_all_takes_a_per_call_bound() -> None:
 def test_registry_options_are_checked() -> None:
     with pytest.raises(ValueError, match="health_check_timeout"):
         Registry(health_check_timeout=0)
+    for bad in (True, float("inf"), float("nan"), "10"):
+        with pytest.raises(ValueError, match="health_check_timeout must be a finite number"):
+            Registry(health_check_timeout=bad)  # type: ignore[arg-type]
+
+
+async def test_health_check_all_refuses_a_timeout_of_zero_rather_than_report_all_unhealthy() -> None:
+    registry = Registry()
+    with pytest.raises(ValueError, match="check_timeout must be a finite number of seconds > 0"):
+        await registry.health_check_all(check_timeout=0)
 
 
 @pytest.mark.parametrize(
