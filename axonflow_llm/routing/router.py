@@ -289,6 +289,11 @@ class Router(BaseProvider):
         if not self._members:
             raise RuntimeError(f"router {self.name!r} has no providers; add one with router.add(provider)")
         ordered = self._strategy.order(self._members, request)
+        if not ordered:  # only a custom strategy can do this
+            raise RuntimeError(
+                f"router {self.name!r}: strategy {self._strategy_name!r} chose no provider for this request; "
+                "its order(members, request) must return at least one of the members"
+            )
         now = self._info.clock.now()
         ready = [m for m in ordered if m.cool_until <= now]
         route: dict[str, Any] = {

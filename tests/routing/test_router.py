@@ -547,6 +547,18 @@ def test_router_works_from_sync_code() -> None:
     assert [c.content for c in router.stream_sync(REQUEST)] == ["p", "q"]
 
 
+async def test_a_custom_strategy_that_chooses_nobody_is_a_clear_error() -> None:
+    class Nobody:
+        def order(self, members: Any, request: CompletionRequest) -> list[Any]:
+            return []
+
+    router = router_of((Scripted("a"), 0), strategy=Nobody())
+    with pytest.raises(RuntimeError, match="strategy 'Nobody' chose no provider"):
+        await router.complete(REQUEST)
+    with pytest.raises(RuntimeError, match="strategy 'Nobody' chose no provider"):
+        [c async for c in router.stream(REQUEST)]
+
+
 async def test_router_without_providers_says_so() -> None:
     with pytest.raises(RuntimeError, match=r"has no providers; add one with router\.add"):
         await Router().complete(REQUEST)
