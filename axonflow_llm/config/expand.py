@@ -63,8 +63,8 @@ def expand_env(text: str, env: Mapping[str, str], *, where: str = "") -> str:
         if op is not None and "${" in match.group("default"):
             # ${A:-${B}} would end at the first '}' and leave a stray '}' behind: refuse it.
             raise ConfigError(
-                f"{where}: the default of ${{{name}{op}...}} holds a '${{'; defaults cannot nest "
-                "(nor hold '${'): write the default as plain text"
+                f"{where}: the default of ${{{name}{op}...}} holds a '${{': defaults cannot nest; write the "
+                "default as plain text"
             )
         value = env.get(name)
         if op == ":-":
