@@ -7,13 +7,7 @@ from collections.abc import Callable
 
 from axonflow_llm.pipeline.clock import Clock
 from axonflow_llm.pipeline.context import CallContext
-from axonflow_llm.pipeline.errors import (
-    APIConnectionError,
-    APIError,
-    AxonFlowError,
-    CircuitOpenError,
-    StreamInterruptedError,
-)
+from axonflow_llm.pipeline.errors import CircuitOpenError, is_health_failure
 from axonflow_llm.pipeline.middleware import Handler, Middleware, Reply
 from axonflow_llm.pipeline.models import CompletionRequest, CompletionResponse
 from axonflow_llm.pipeline.stream import StreamEnd, StreamOutcome, observe_stream
@@ -23,31 +17,11 @@ from .circuit_breaker import CircuitBreaker, Permit
 __all__ = ["CircuitBreakerMiddleware", "default_is_failure"]
 
 _log = logging.getLogger(__name__)
-_CHAIN_LIMIT = 16
 
 
-def default_is_failure(exc: BaseException) -> bool:
-    """Whether ``exc`` says something about the provider's health, and so counts against the breaker.
-
-    Counted: HTTP 5xx (529 included), 429 and 408, connection errors and timeouts (``APIConnectionError``,
-    ``APITimeoutError``, the built-in ``ConnectionError``/``TimeoutError``), ``StreamInterruptedError``.
-    Not counted: any other 4xx (400, 401, 403, 404, 422: the request or the key is wrong, not the
-    provider), any other ``AxonFlowError`` (``CircuitOpenError``, ``RateLimitExceededError``,
-    ``BudgetExceededError``, ``ConfigError``, ``MalformedResponseError``). An error it does not know is
-    judged by its ``__cause__``; one with no known cause does not count.
-    """
-    e: BaseException | None = exc
-    for _ in range(_CHAIN_LIMIT):
-        if e is None:
-            return False
-        if isinstance(e, APIError):
-            return e.status_code >= 500 or e.status_code in (408, 429)
-        if isinstance(e, APIConnectionError | StreamInterruptedError | ConnectionError | TimeoutError):
-            return True
-        if isinstance(e, AxonFlowError):
-            return False
-        e = e.__cause__
-    return False
+#: Whether an error counts against the breaker: :func:`axonflow_llm.pipeline.errors.is_health_failure`
+#: (5xx, 429, 408, connection errors, timeouts, interrupted streams; never 400/401/403/404/422).
+default_is_failure = is_health_failure
 
 
 class CircuitBreakerMiddleware(Middleware):

@@ -53,6 +53,7 @@ __all__ = [
     "ServerError",
     "StreamInterruptedError",
     "TokenRefreshError",
+    "is_health_failure",
     "redact",
     "request_secrets",
 ]
@@ -313,6 +314,34 @@ class ConfigError(AxonFlowError, ValueError):
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
+
+_CHAIN_LIMIT = 16
+
+
+def is_health_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` says something about the provider's health (what a breaker or a health check counts).
+
+    Counted: HTTP 5xx (529 included), 429 and 408, connection errors and timeouts (``APIConnectionError``,
+    ``APITimeoutError``, the built-in ``ConnectionError``/``TimeoutError``), ``StreamInterruptedError``.
+    Not counted: any other 4xx (400, 401, 403, 404, 422: the request or the key is wrong, not the
+    provider), any other ``AxonFlowError`` (``CircuitOpenError``, ``RateLimitExceededError``,
+    ``BudgetExceededError``, ``ConfigError``, ``MalformedResponseError``). An error it does not know is
+    judged by its ``__cause__``; one with no known cause does not count.
+    """
+    e: BaseException | None = exc
+    for _ in range(_CHAIN_LIMIT):
+        if e is None:
+            return False
+        if isinstance(e, APIError):
+            return e.status_code >= 500 or e.status_code in (408, 429)
+        if isinstance(e, APIConnectionError | StreamInterruptedError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(e, AxonFlowError):
+            return False
+        e = e.__cause__
+    return False
+
 
 
 def error_class_for_status(status: int, text: str = "") -> type[APIError]:

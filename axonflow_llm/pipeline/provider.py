@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .clock import Clock
 from .context import CallContext, ProviderInfo
+from .errors import is_health_failure
 from .middleware import Handler, Middleware, Reply
 from .models import (
     Capability,
@@ -190,8 +191,9 @@ class BaseProvider(abc.ABC):
         ctx = CallContext(self._info)
         try:
             reply = await self._chain(request, ctx)
-        except Exception:
-            self._consecutive_failures += 1
+        except Exception as exc:
+            if is_health_failure(exc):  # a 400 or a local refusal says nothing about the provider
+                self._consecutive_failures += 1
             raise
         if not isinstance(reply, CompletionResponse):
             aclose = getattr(reply, "aclose", None)
@@ -214,8 +216,9 @@ class BaseProvider(abc.ABC):
         ctx = CallContext(self._info, streaming=True)
         try:
             reply = await self._chain(request, ctx)
-        except Exception:
-            self._consecutive_failures += 1
+        except Exception as exc:
+            if is_health_failure(exc):  # a 400 or a local refusal says nothing about the provider
+                self._consecutive_failures += 1
             raise
         if isinstance(reply, CompletionResponse):
             # A middleware answered without streaming (a cache, say): deliver it as one final chunk.
@@ -227,8 +230,9 @@ class BaseProvider(abc.ABC):
         try:
             async for chunk in reply:
                 yield chunk
-        except Exception:
-            self._consecutive_failures += 1
+        except Exception as exc:
+            if is_health_failure(exc):  # a 400 or a local refusal says nothing about the provider
+                self._consecutive_failures += 1
             raise
         finally:
             await reply.aclose()
@@ -245,7 +249,11 @@ class BaseProvider(abc.ABC):
     # -- the rest of the interface --------------------------------------------------------------------
 
     async def health_check(self) -> HealthCheckResult:
-        """Passive health from the outcome of recent calls; spends no tokens. Providers override it."""
+        """Passive health from the outcome of recent calls; spends no tokens. Providers override it.
+
+        Only failures that say something about the provider count (:func:`is_health_failure`): a 400, a
+        budget or local rate-limit refusal, or an open circuit do not make a provider unhealthy.
+        """
         failures = self._consecutive_failures
         if failures == 0:
             status = HealthStatus.HEALTHY

@@ -9,15 +9,19 @@ from typing import Any
 import pytest
 
 from axonflow_llm import (
+    AxonFlowError,
+    BadRequestError,
     BaseProvider,
     CallContext,
     Capability,
+    CircuitOpenError,
     CompletionRequest,
     CompletionResponse,
     HealthStatus,
     Pipeline,
     Provider,
     ProviderType,
+    RateLimitExceededError,
     Reply,
     ServerError,
     hook,
@@ -106,6 +110,17 @@ async def test_passive_health_follows_consecutive_failures() -> None:
             await p.complete(REQ)
         assert (await p.health_check()).status is expected
     await p.complete(REQ)
+    result = await p.health_check()
+    assert result.status is HealthStatus.HEALTHY and result.consecutive_failures == 0
+
+
+async def test_passive_health_ignores_errors_that_say_nothing_about_the_provider() -> None:
+    bad_request = BadRequestError("bad", status_code=400)
+    refused = RateLimitExceededError("local limiter", retry_after=1.0)
+    p = Scripted(ScriptedHandler(bad_request, refused, bad_request, CircuitOpenError("open")))
+    for _ in range(4):
+        with pytest.raises(AxonFlowError):
+            await p.complete(REQ)
     result = await p.health_check()
     assert result.status is HealthStatus.HEALTHY and result.consecutive_failures == 0
 
