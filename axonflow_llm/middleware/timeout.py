@@ -162,7 +162,8 @@ class TimeoutMiddleware(Middleware):
       headers).
     - ``first_chunk_timeout``: a stream's time to first chunk, counted from the start of the attempt.
     - ``idle_timeout``: each wait for a stream's next chunk; also the first chunk's once the reply is in,
-      when ``first_chunk_timeout`` is not set, so that a stream can never hang.
+      when ``first_chunk_timeout`` is not set, and getting the reply itself when neither ``timeout`` nor
+      ``first_chunk_timeout`` is set, so that a stream can never hang.
 
     Stream limits run only while the caller awaits a chunk, not while the caller is busy between chunks.
     At least one limit is required; each is a finite number of seconds > 0. A caller's own cancellation
@@ -291,8 +292,10 @@ class TimeoutMiddleware(Middleware):
         limit: float | None
         if first is not None and (timeout is None or first < timeout):
             limit, name = first, "first_chunk_timeout"
-        else:
+        elif timeout is not None:
             limit, name = timeout, "timeout"
+        else:  # only idle_timeout: waiting for the reply itself is a wait with no sign of life too
+            limit, name = self._idle, "idle_timeout"
         start = self.clock.now() if first is not None else 0.0
         if limit is None:
             reply = await self.next(request, ctx)
@@ -300,7 +303,7 @@ class TimeoutMiddleware(Middleware):
             try:
                 reply = await _bounded(self.next(request, ctx), limit, self._timer)
             except _Expired as exc:
-                what = "reply" if name == "timeout" else "first chunk (the reply had not begun)"
+                what = "first chunk (the reply had not begun)" if name == "first_chunk_timeout" else "reply"
                 raise APITimeoutError(f"no {what} within {name}={limit}s", provider=ctx.provider) from exc
         if isinstance(reply, CompletionResponse):
             return reply

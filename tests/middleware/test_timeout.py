@@ -273,6 +273,15 @@ async def test_idle_timeout_also_bounds_the_first_chunk_when_first_chunk_timeout
         await drain(await mw(REQUEST, ctx(streaming=True)))
 
 
+async def test_idle_timeout_alone_also_bounds_waiting_for_a_streamed_reply() -> None:
+    clock = FakeClock()
+    handler = ScriptedHandler(delay(5, stream("late")), clock=clock)
+    mw = TimeoutMiddleware(handler, idle_timeout=1, clock=clock)
+    with pytest.raises(APITimeoutError, match=r"acme: no reply within idle_timeout=1s"):
+        await mw(REQUEST, ctx(streaming=True))
+    assert clock.now() == pytest.approx(1)
+
+
 async def test_stream_limits_do_not_count_time_the_caller_spends_between_chunks() -> None:
     clock = FakeClock()
     gapped = GappedStream(clock, 0.5, 0.5, 0.5)
