@@ -31,6 +31,7 @@ import email.utils
 import math
 import re
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -384,10 +385,16 @@ def request_id_from_headers(headers: Any) -> str | None:
             if value:
                 return str(value)
         return None
+    return request_id_from_header_items((k, k.lower(), v) for k, v in raw)
+
+
+def request_id_from_header_items(items: Iterable[tuple[bytes, bytes, bytes]]) -> str | None:
+    """:func:`request_id_from_headers` over ``(raw name, lower-cased name, value)`` byte triples, the form
+    ``httpx.Headers`` keeps them in (one pass, no re-lowering)."""
     best_rank, best = len(_REQUEST_ID_HEADERS), None
     rank_of = _REQUEST_ID_RANK.get
-    for key, value in raw:
-        rank = rank_of(key.lower())
+    for _, key, value in items:
+        rank = rank_of(key)
         if rank is not None and rank < best_rank and value:
             best_rank, best = rank, value
     return best.decode("latin-1") if best is not None else None

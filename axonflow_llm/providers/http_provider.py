@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import httpx
@@ -25,7 +25,7 @@ from axonflow_llm.pipeline.errors import (
     RateLimitError,
     ServerError,
     redact,
-    request_id_from_headers,
+    request_id_from_header_items,
 )
 from axonflow_llm.pipeline.middleware import Reply
 from axonflow_llm.pipeline.models import (
@@ -43,6 +43,7 @@ from axonflow_llm.pipeline.pipeline import Pipeline
 from axonflow_llm.pipeline.provider import BaseProvider
 
 from .http_chunk_stream import HTTPChunkStream
+from .httpx_objects import HeaderItem, build_request, header_items, items_of
 from .transport import AiohttpTransport, default_timeout, default_transport, transport_errors, user_agent
 from .wire import (
     _EXCERPT,
@@ -67,6 +68,7 @@ P = TypeVar("P", bound="HTTPProvider")
 HEALTH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 _CONFIG_FIELDS = ("endpoint", "model", "region", "max_tokens", "timeout")
 _MIDDLEWARE_SETTINGS = frozenset({"rate_limit", "retry", "circuit_breaker", "timeouts", "pricing"})
+_NO_CONTENT: HeaderItem = (b"content-length", b"content-length", b"0")
 _FIXED = object()  # marks "the provider's auth needs preparing" (no auth object is this one)
 
 
@@ -232,12 +234,15 @@ class HTTPProvider(BaseProvider):
         # machinery, none of which it uses). A client handed in is used through client.send(), so its
         # configuration (base headers, event hooks, httpx.Auth, mounts) applies.
         self._direct: httpx.AsyncBaseTransport | None = None
+        self._buffered: Callable[[httpx.Request], Awaitable[httpx.Response]] | None = None
         if http_client is None:
             self._direct = default_transport()
+            if isinstance(self._direct, AiohttpTransport):
+                self._buffered = self._direct.handle_buffered
             client = httpx.AsyncClient(transport=self._direct, timeout=t)
         else:
             client = http_client
-        self._urls: dict[str, tuple[httpx.URL, httpx.Headers]] = {}
+        self._urls: dict[str, tuple[httpx.URL, list[HeaderItem]]] = {}
         self._base_url = endpoint.rstrip("/")
         self.default_max_tokens = max_tokens
         # A client handed in keeps its own timeout unless one was asked for here.
@@ -452,31 +457,33 @@ class HTTPProvider(BaseProvider):
         elif params is not None or headers is not None:
             req = httpx.Request(method, url, content=content, headers=hdrs, params=params)
         else:
-            req = self._fast_request(method, url, content)
+            return self._fast_request(method, url, content)
         if self._timeout_ext is not None:
             req.extensions["timeout"] = self._timeout_ext
         return req
 
     def _fast_request(self, method: str, url: str, content: bytes | None) -> httpx.Request:
-        """``httpx.Request`` without re-parsing the URL or re-normalising the common headers on every call
-        (each distinct URL is parsed once; httpx's URL parser and header rebuild are most of a request's
-        construction cost). The result is the same request httpx would build."""
+        """``httpx.Request`` without re-parsing the URL or re-normalising the common headers on every call:
+        each distinct URL is parsed once, with its ``Host`` and the common headers normalised once, and
+        :func:`~axonflow_llm.providers.httpx_objects.build_request` fills in the same request httpx would
+        build (httpx's URL parser and header rebuild were most of a request's construction cost)."""
         template = self._urls.get(url)
         if template is None:
             parsed = httpx.URL(url)
-            template = (parsed, httpx.Headers({"host": parsed.netloc.decode("ascii"), **self._headers}))
+            template = (parsed, header_items({"host": parsed.netloc.decode("ascii"), **self._headers}))
             if len(self._urls) < 256:
                 self._urls[url] = template
         parsed, base = template
-        headers = httpx.Headers(base, "ascii")  # the common headers are ASCII: skip the re-check
+        items = base.copy()
         if content is None:
+            content = b""
             if method in ("POST", "PUT", "PATCH"):
-                headers["content-length"] = "0"
-            return httpx.Request(method, parsed, headers=headers, stream=httpx.ByteStream(b""))
-        headers["content-length"] = str(len(content))
-        req = httpx.Request(method, parsed, headers=headers, stream=httpx.ByteStream(content))
-        req.read()  # marks the body as loaded, as httpx does for content=
-        return req
+                items.append(_NO_CONTENT)
+        else:
+            length = b"%d" % len(content)
+            items.append((b"content-length", b"content-length", length))
+        extensions = {} if self._timeout_ext is None else {"timeout": self._timeout_ext}
+        return build_request(method.upper(), parsed, items, content, extensions)
 
     def decode(self, response: httpx.Response, type: type[T] | msgspec.json.Decoder[T]) -> T:
         """Decode a read body into ``type``; ``MalformedResponseError`` (redacted excerpt) if it is not."""
@@ -501,7 +508,7 @@ class HTTPProvider(BaseProvider):
         )
 
     def request_id(self, response: httpx.Response) -> str | None:
-        return request_id_from_headers(response.headers)
+        return request_id_from_header_items(items_of(response.headers))
 
     async def sse_events(self, response: httpx.Response) -> AsyncIterator[Any]:
         """The server-sent events of a streamed answer (``httpx_sse.ServerSentEvent``)."""
@@ -636,9 +643,12 @@ class HTTPProvider(BaseProvider):
         clock = ctx.info.clock
         start = clock.now()
         if not ctx.streaming:
-            response = await self._send(http_request, auth, stream=False)
+            try:
+                response = await self._start(http_request, auth, stream=False)
+            except self._transport_errors as exc:
+                raise self._connection_error(exc) from exc
             latency = clock.now() - start
-            if not response.is_success:  # 3xx too: redirects are not followed
+            if not 200 <= response.status_code < 300:  # 3xx too: redirects are not followed
                 raise self.error_from_response(response)
             try:
                 return self.parse_response(response, request, latency=latency)
@@ -662,35 +672,42 @@ class HTTPProvider(BaseProvider):
         return HTTPChunkStream(self, response, chunks)
 
     async def _send(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> httpx.Response:
+        """Authenticate and send; transport errors mapped to ``APIConnectionError``/``APITimeoutError``."""
         try:
-            if auth is not None:
-                apply = getattr(auth, "apply", None)
-                if apply is not None:
-                    apply(http_request)
-                elif isinstance(auth, httpx.Auth):  # a plain httpx.Auth runs its own flow
-                    return await self.client.send(http_request, stream=stream, auth=auth)
-                else:
-                    raise TypeError(
-                        f"{self.name}: auth must have apply(request) or be an httpx.Auth, got {type_name(auth)}"
-                    )
-            direct = self._direct
-            if direct is None:
-                return await self.client.send(http_request, stream=stream)
-            if not stream and isinstance(direct, AiohttpTransport):
-                response = await direct.handle_buffered(http_request)
-                response.request = http_request
-                return response
-            response = await direct.handle_async_request(http_request)
-            response.request = http_request
-            if not stream:
-                try:
-                    await response.aread()
-                except BaseException:
-                    await response.aclose()
-                    raise
-            return response
+            return await self._start(http_request, auth, stream=stream)
         except self._transport_errors as exc:
             raise self._connection_error(exc) from exc
+
+    def _start(self, http_request: httpx.Request, auth: Any, *, stream: bool) -> Awaitable[httpx.Response]:
+        """Apply ``auth`` and start the send (the caller awaits it and maps its errors): a plain answer on
+        our own aiohttp transport goes straight to its buffered send, one coroutine fewer per call."""
+        if auth is not None:
+            apply = getattr(auth, "apply", None)
+            if apply is not None:
+                apply(http_request)
+            elif isinstance(auth, httpx.Auth):  # a plain httpx.Auth runs its own flow
+                return self.client.send(http_request, stream=stream, auth=auth)
+            else:
+                raise TypeError(
+                    f"{self.name}: auth must have apply(request) or be an httpx.Auth, got {type_name(auth)}"
+                )
+        if not stream and self._buffered is not None:
+            return self._buffered(http_request)
+        return self._send_unbuffered(http_request, stream=stream)
+
+    async def _send_unbuffered(self, http_request: httpx.Request, *, stream: bool) -> httpx.Response:
+        direct = self._direct
+        if direct is None:
+            return await self.client.send(http_request, stream=stream)
+        response = await direct.handle_async_request(http_request)
+        response.request = http_request
+        if not stream:
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        return response
 
     def _connection_error(self, exc: BaseException, *, after: str = "") -> APIConnectionError:
         """Map a transport exception. aiohttp's transport reports a dropped connection as ``ConnectTimeout``;

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from typing import Any, Literal
 
 import httpx
+
+from .httpx_objects import build_response, items_of
 
 __all__ = [
     "AiohttpTransport",
@@ -136,7 +138,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._verify = verify
         self._session: Any = None
         self._timeouts: dict[tuple[Any, ...], Any] = {}
-        self._targets: dict[str, Any] = {}
+        self._last_timeout: tuple[Any, Any] = (object(), None)
+        self._targets: dict[int, tuple[httpx.URL, Any]] = {}
         self._closed = False
 
     def _open(self) -> Any:
@@ -153,6 +156,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     def _timeout(self, t: Mapping[str, float | None] | None) -> Any:
+        if t is self._last_timeout[0]:  # a provider passes the same dict on every call
+            return self._last_timeout[1]
         key = (t.get("connect"), t.get("read"), t.get("pool")) if t else (None, None, None)
         ct = self._timeouts.get(key)
         if ct is None:
@@ -162,47 +167,58 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ct = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
             if len(self._timeouts) < 64:
                 self._timeouts[key] = ct
+        if t is not None:
+            self._last_timeout = (t, ct)
         return ct
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._send(request)
-        reason = response.reason
-        return httpx.Response(
-            response.status, headers=response.raw_headers, stream=_AiohttpBody(response),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason.encode() if reason else b""},
-        )
+        return build_response(response.status, response.raw_headers, request, _extensions(response),
+                              stream=_AiohttpBody(response))
+
+    def _target(self, url: httpx.URL) -> Any:
+        """The ``yarl.URL`` for ``url``, cached by identity: a provider sends every call to one of a few
+        parsed URLs, and ``str()`` of an ``httpx.URL`` rebuilds the string each time. An entry holds its
+        ``httpx.URL``, so its ``id`` cannot be reused while it is cached."""
+        entry = self._targets.get(id(url))
+        if entry is not None and entry[0] is url:
+            return entry[1]
+        import yarl
+
+        target = yarl.URL(str(url), encoded=True)  # httpx has already percent-encoded it
+        if len(self._targets) < 256:
+            self._targets[id(url)] = (url, target)
+        return target
 
     async def _send(self, request: httpx.Request) -> Any:
+        try:
+            return await self._start(request)
+        except BaseException as exc:
+            raise _mapped(exc) from exc
+
+    def _start(self, request: httpx.Request) -> Awaitable[Any]:
+        """The ``aiohttp`` request for ``request``, not yet awaited (the caller maps its errors)."""
         session = self._session or self._open()
         data: Any
         try:
             data = request.content or None
         except httpx.RequestNotRead:
             data = request.stream
-        url = str(request.url)
-        target = self._targets.get(url)
-        if target is None:
-            import yarl
-
-            target = yarl.URL(url, encoded=True)  # httpx has already percent-encoded it
-            if len(self._targets) < 256:
-                self._targets[url] = target
         # Content-Length: aiohttp frames the body itself (a length for bytes, chunked for a stream).
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
-                   if k.lower() not in _DERIVED]
-        try:
-            response = await session._request(
-                request.method, target, headers=headers, data=data,
-                allow_redirects=False, timeout=self._timeout(request.extensions.get("timeout")),
-            )
-        except BaseException as exc:
-            raise _mapped(exc) from exc
-        return response
+        headers = [(raw.decode("latin-1"), value.decode("latin-1")) for raw, key, value in items_of(request.headers)
+                   if key not in _DERIVED]
+        return session._request(  # type: ignore[no-any-return]
+            request.method, self._target(request.url), headers=headers, data=data,
+            allow_redirects=False, timeout=self._timeout(request.extensions.get("timeout")),
+        )
 
     async def handle_buffered(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read the whole body: a read ``httpx.Response`` (decoded per its
         ``Content-Encoding``), the connection already back in the pool. For answers that are not streamed."""
-        response = await self._send(request)
+        try:
+            response = await self._start(request)
+        except BaseException as exc:
+            raise _mapped(exc) from exc
         try:
             body = await response.read()
         except (Exception, TimeoutError) as exc:
@@ -210,20 +226,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise _mapped(exc) from exc
         finally:
             response.release()
-        reason = response.reason
-        out = httpx.Response(
-            response.status, headers=response.raw_headers, stream=httpx.ByteStream(body),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason.encode() if reason else b""},
-        )
         if "content-encoding" in response.headers:
+            out = build_response(response.status, response.raw_headers, request, _extensions(response),
+                                 stream=httpx.ByteStream(body))
             out.read()  # httpx decodes gzip/deflate/br as usual
-        else:
-            # An identity body is its own content: what read() would store, without its generator
-            # machinery (a third of a small call's client time). httpx < 1 keeps it in _content.
-            out._content = body
-            out.is_stream_consumed = True
-            out.is_closed = True
-        return out
+            return out
+        # An identity body is its own content: what read() would leave, without its generator machinery.
+        return build_response(response.status, response.raw_headers, request, _extensions(response),
+                              content=body)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -233,6 +243,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
 
 _DERIVED = frozenset({b"content-length", b"transfer-encoding"})
+_HTTP11 = b"HTTP/1.1"
+
+
+def _extensions(response: Any) -> dict[str, Any]:
+    reason = response.reason
+    return {"http_version": _HTTP11, "reason_phrase": reason.encode() if reason else b""}
 
 
 class _AiohttpBody(httpx.AsyncByteStream):

@@ -662,7 +662,7 @@ async def test_own_pool_plain_stream_and_no_leak(fake_server: FakeLLMServer, tra
     async with asyncio.timeout(10):
         p = OllamaProvider(endpoint=fake_server.url, pipeline=Pipeline())
         if transport == "httpx":  # swap the provider's own transport for httpx's pool
-            p._direct = default_transport(transport="httpx")
+            p._direct, p._buffered = default_transport(transport="httpx"), None
             p._info.http_client = httpx.AsyncClient(transport=p._direct, timeout=DEFAULT_TIMEOUT)
         results = await asyncio.gather(*(p.complete(CompletionRequest(prompt=f"n{i}")) for i in range(20)))
         assert sorted(r.content for r in results) == sorted(f"echo: n{i}" for i in range(20))
