@@ -13,6 +13,7 @@ import httpx
 
 from ..pipeline.clock import Clock, system_clock
 from ..pipeline.errors import TokenRefreshError, redact
+from .httpx_objects import HeaderItem, header_item, set_header
 
 __all__ = [
     "APIKeyAuth",
@@ -98,7 +99,7 @@ class APIKeyAuth(Auth):
     no ``Authorization`` header is sent. ``env_var`` names the variable to set in the empty-key error.
     """
 
-    __slots__ = ("_name", "_query", "_value")
+    __slots__ = ("_item", "_name", "_query", "_value")
 
     def __init__(
         self,
@@ -122,12 +123,13 @@ class APIKeyAuth(Auth):
             self._name, self._value = header, key
         else:
             self._name, self._value = "Authorization", "Bearer " + key
+        self._item = header_item(self._name, self._value)
 
     def apply(self, request: httpx.Request) -> None:
         if self._query:
             request.url = request.url.copy_set_param(self._name, self._value)
         else:
-            request.headers[self._name] = self._value
+            set_header(request.headers, self._item)
 
     def __repr__(self) -> str:
         where = "query_param" if self._query else "header"
@@ -137,7 +139,7 @@ class APIKeyAuth(Auth):
 class BasicAuth(Auth):
     """HTTP basic authentication: ``Authorization: Basic base64(username:password)`` (UTF-8)."""
 
-    __slots__ = ("_username", "_value")
+    __slots__ = ("_item", "_username", "_value")
 
     def __init__(self, username: str, password: str) -> None:
         if not isinstance(username, str) or not username:
@@ -148,9 +150,10 @@ class BasicAuth(Auth):
             raise TypeError(f"BasicAuth: password must be a str, got {type(password).__name__}")
         self._username = username
         self._value = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+        self._item = header_item("Authorization", self._value)
 
     def apply(self, request: httpx.Request) -> None:
-        request.headers["Authorization"] = self._value
+        set_header(request.headers, self._item)
 
     def __repr__(self) -> str:
         return f"BasicAuth(username={self._username!r}, password='***')"
@@ -180,7 +183,9 @@ class BearerTokenAuth(Auth):
     again. ``clock`` times the lifetime when ``prepare()`` is not given ``now``.
     """
 
-    __slots__ = ("_clock", "_generation", "_inflight", "_margin", "_refresh_at", "_source", "_token", "_value")
+    __slots__ = (
+        "_clock", "_generation", "_inflight", "_item", "_margin", "_refresh_at", "_source", "_token", "_value",
+    )
 
     def __init__(
         self,
@@ -192,11 +197,13 @@ class BearerTokenAuth(Auth):
         self._source: TokenSource | None = None
         self._token: str | None = None
         self._value: str | None = None
+        self._item: HeaderItem | None = None
         if callable(token):
             self._source = token
         else:
             self._token = _check_secret(token, "BearerTokenAuth", "token")
             self._value = "Bearer " + self._token
+            self._item = header_item("Authorization", self._value)
             if refresh_margin is not None:
                 raise ValueError("BearerTokenAuth: refresh_margin applies only to a token source, not a fixed token")
         if refresh_margin is not None and (
@@ -220,13 +227,13 @@ class BearerTokenAuth(Auth):
         return self._generation
 
     def apply(self, request: httpx.Request) -> None:
-        value = self._value
-        if value is None:
+        item = self._item
+        if item is None:
             raise RuntimeError(
                 "BearerTokenAuth with a token source has no token yet: await auth.prepare() before "
                 "apply() (AuthMiddleware does it on every attempt), or use it with httpx.AsyncClient"
             )
-        request.headers["Authorization"] = value
+        set_header(request.headers, item)
 
     async def prepare(self, now: float | None = None) -> None:
         if self._source is None:
@@ -270,6 +277,7 @@ class BearerTokenAuth(Auth):
             self._refresh_at = started + lifetime - min(margin, lifetime / 2)
             if token != self._token:
                 self._token, self._value = token, "Bearer " + token
+                self._item = header_item("Authorization", self._value)
                 self._generation += 1
         finally:
             self._inflight = None
