@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..pipeline.clock import Clock
@@ -66,12 +67,16 @@ class AuthMiddleware(Middleware):
             else None
         )
 
-    async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
-        if self._prepare is None:
+    def __call__(self, request: CompletionRequest, ctx: CallContext) -> Awaitable[Reply]:
+        prepare = self._prepare
+        if prepare is None:  # a fixed key: nothing to do after the call, so no coroutine of our own
             ctx.auth = self._auth
-            return await self.next(request, ctx)
+            return self.next(request, ctx)
+        return self._prepared_call(request, ctx, prepare)
+
+    async def _prepared_call(self, request: CompletionRequest, ctx: CallContext, prepare: Any) -> Reply:
         clock = self._clock
-        await self._prepare(None if clock is None else clock.now())
+        await prepare(None if clock is None else clock.now())
         ctx.auth = self._auth
         if self._refresh is None:
             return await self.next(request, ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging as stdlib_logging
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -190,7 +191,7 @@ class LoggingMiddleware(Middleware):
         check = self._is_enabled
         return static if check is None else bool(check(level))
 
-    async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
+    def __call__(self, request: CompletionRequest, ctx: CallContext) -> Awaitable[Reply]:
         cfg = self._watch
         if cfg is not None and (
             cfg.default_wrapper_class is not self._wrapper_seen
@@ -202,14 +203,13 @@ class LoggingMiddleware(Middleware):
                 self._resolve()
         check = self._is_enabled
         if check is None:
-            if not self._on:
-                return await self.next(request, ctx)
+            if not self._on:  # filtered out: the call passes through, no coroutine of our own
+                return self.next(request, ctx)
         elif not check(self._gate_level):  # levels are ordered: the higher one decides if any is on
-            return await self.next(request, ctx)
-        return await self._logged(request, ctx, check)
+            return self.next(request, ctx)
+        return self._logged(request, ctx, check)
 
     async def _logged(self, request: CompletionRequest, ctx: CallContext, check: Any) -> Reply:
-        # Apart from __call__ so that the filtered-out path stays a small coroutine.
         if self._debug_on if check is None else check(_DEBUG):
             state = ctx.state
             state[RETRY_LISTENER_KEY] = _RetryLog(self, request, ctx, state.get(RETRY_LISTENER_KEY)).on_retry

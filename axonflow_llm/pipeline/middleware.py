@@ -49,6 +49,10 @@ class Middleware:
             async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
                 ctx.state["stamp"] = self.tag
                 return await self.next(request, ctx)
+
+    ``__call__`` may also be a plain ``def`` that returns ``self.next(request, ctx)`` unawaited (or another
+    awaitable): a layer that only acts before the call then costs no coroutine of its own, which is how
+    the built-in auth and logging middleware pass a call through. Callers only ever ``await`` a handler.
     """
 
     __slots__ = ("next",)
@@ -62,8 +66,10 @@ class Middleware:
         # A middleware's bound __call__ skips the per-call lookup of __call__ on its type (~0.1 us a layer).
         self.next: Handler = next_handler.__call__ if isinstance(next_handler, Middleware) else next_handler
 
-    async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
-        return await self.next(request, ctx)
+    def __call__(self, request: CompletionRequest, ctx: CallContext) -> Awaitable[Reply]:
+        # A plain def handing back the next handler's awaitable: a layer with nothing to do after the call
+        # costs no coroutine of its own. Overrides are usually ``async def``; both are handlers.
+        return self.next(request, ctx)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
