@@ -139,7 +139,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: Any = None
         self._timeouts: dict[tuple[Any, ...], Any] = {}
         self._last_timeout: tuple[Any, Any] = (object(), None)
-        self._targets: dict[int, tuple[httpx.URL, Any]] = {}
+        self._targets: dict[int, tuple[httpx.URL, Any, bytes]] = {}
+        # The str form aiohttp takes of each header item seen (the common headers and a fixed credential
+        # recur on every call); bounded, so per-call values (a signature) stop being added once it is full.
+        self._header_strs: dict[tuple[bytes, bytes, bytes], tuple[str, str]] = {}
         self._closed = False
 
     def _open(self) -> Any:
@@ -176,19 +179,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return build_response(response.status, response.raw_headers, request, _extensions(response),
                               stream=_AiohttpBody(response))
 
-    def _target(self, url: httpx.URL) -> Any:
-        """The ``yarl.URL`` for ``url``, cached by identity: a provider sends every call to one of a few
-        parsed URLs, and ``str()`` of an ``httpx.URL`` rebuilds the string each time. An entry holds its
-        ``httpx.URL``, so its ``id`` cannot be reused while it is cached."""
+    def _target(self, url: httpx.URL) -> tuple[Any, bytes]:
+        """The ``yarl.URL`` for ``url`` and the ``Host`` value aiohttp derives from it, cached by identity:
+        a provider sends every call to one of a few parsed URLs, and ``str()`` of an ``httpx.URL`` rebuilds
+        the string each time. An entry holds its ``httpx.URL``, so its ``id`` cannot be reused while it is
+        cached."""
         entry = self._targets.get(id(url))
         if entry is not None and entry[0] is url:
-            return entry[1]
+            return entry[1], entry[2]
         import yarl
 
         target = yarl.URL(str(url), encoded=True)  # httpx has already percent-encoded it
+        host = (target.host_port_subcomponent or "").encode("latin-1")
         if len(self._targets) < 256:
-            self._targets[id(url)] = (url, target)
-        return target
+            self._targets[id(url)] = (url, target, host)
+        return target, host
 
     async def _send(self, request: httpx.Request) -> Any:
         try:
@@ -204,11 +209,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data = request.content or None
         except httpx.RequestNotRead:
             data = request.stream
-        # Content-Length: aiohttp frames the body itself (a length for bytes, chunked for a stream).
-        headers = [(raw.decode("latin-1"), value.decode("latin-1")) for raw, key, value in items_of(request.headers)
-                   if key not in _DERIVED]
+        target, host = self._target(request.url)
+        # Content-Length: aiohttp frames the body itself (a length for bytes, chunked for a stream). A Host
+        # equal to the one aiohttp derives from the URL is left to it (each header costs aiohttp three passes).
+        known = self._header_strs
+        headers = []
+        for item in items_of(request.headers):
+            key = item[1]
+            if key in _DERIVED or (key == b"host" and item[2] == host):
+                continue
+            pair = known.get(item)
+            if pair is None:
+                pair = (item[0].decode("latin-1"), item[2].decode("latin-1"))
+                if len(known) < 256:
+                    known[item] = pair
+            headers.append(pair)
         return session._request(  # type: ignore[no-any-return]
-            request.method, self._target(request.url), headers=headers, data=data,
+            request.method, target, headers=headers, data=data,
             allow_redirects=False, timeout=self._timeout(request.extensions.get("timeout")),
         )
 

@@ -716,3 +716,55 @@ def test_a_proxy_in_the_environment_selects_httpxs_pool(monkeypatch: pytest.Monk
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     assert isinstance(default_transport(), httpx.AsyncHTTPTransport)
     assert isinstance(default_transport(transport="aiohttp"), AiohttpTransport)  # asked for explicitly
+
+
+async def _capture_heads(requests: list[httpx.Request]) -> list[list[tuple[str, str]]]:
+    """Send each request through one AiohttpTransport to a bare socket server; the header lines it got."""
+    heads: list[list[tuple[str, str]]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                break
+            lines = head.decode("latin-1").split("\r\n")[1:-2]
+            fields = [(k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines)]
+            heads.append(fields)
+            await reader.readexactly(int(dict(fields).get("content-length", "0")))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport()
+    try:
+        async with asyncio.timeout(10):
+            for request in requests:
+                request.url = request.url.copy_with(port=port)
+                response = await transport.handle_buffered(request)
+                assert response.json() == {}
+    finally:
+        await transport.aclose()
+        server.close()
+        await server.wait_closed()
+    return heads
+
+
+async def test_aiohttp_transport_sends_the_requests_headers_once_each() -> None:
+    body = b'{"a": 1}'
+    plain = httpx.Request("POST", "http://127.0.0.1:1/v1/x", content=body,
+                          headers={"authorization": "Bearer one", "x-custom": "v"})
+    rotated = httpx.Request("POST", "http://127.0.0.1:1/v1/x", content=body,
+                            headers={"authorization": "Bearer two", "x-custom": "v"})
+    vhost = httpx.Request("GET", "http://127.0.0.1:1/v1/models", headers={"host": "api.internal.example"})
+    first, second, third = await _capture_heads([plain, rotated, vhost])
+    for head, auth in ((first, "Bearer one"), (second, "Bearer two")):
+        names = [k for k, _ in head]
+        assert len(names) == len(set(names)), head  # no header twice (Host included)
+        fields = dict(head)
+        assert fields["host"].startswith("127.0.0.1:") and fields["authorization"] == auth
+        assert fields["content-length"] == str(len(body)) and fields["x-custom"] == "v"
+    assert dict(third)["host"] == "api.internal.example"  # a Host other than the URL's is sent as given
+    assert [k for k, _ in third].count("host") == 1
