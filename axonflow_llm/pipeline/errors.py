@@ -391,12 +391,15 @@ def request_id_from_headers(headers: Any) -> str | None:
 def request_id_from_header_items(items: Iterable[tuple[bytes, bytes, bytes]]) -> str | None:
     """:func:`request_id_from_headers` over ``(raw name, lower-cased name, value)`` byte triples, the form
     ``httpx.Headers`` keeps them in (one pass, no re-lowering)."""
+    ranks = _REQUEST_ID_RANK
     best_rank, best = len(_REQUEST_ID_HEADERS), None
-    rank_of = _REQUEST_ID_RANK.get
     for _, key, value in items:
-        rank = rank_of(key)
-        if rank is not None and rank < best_rank and value:
-            best_rank, best = rank, value
+        if key in ranks and value:
+            rank = ranks[key]
+            if rank < best_rank:
+                if rank == 0:  # the first choice: nothing later can beat it
+                    return value.decode("latin-1")
+                best_rank, best = rank, value
     return best.decode("latin-1") if best is not None else None
 
 
