@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 import weakref
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from ..pipeline.clock import Clock, SystemClock, system_clock
 from ..pipeline.context import CallContext
+from ..pipeline.deadlines import SameDelayDeadlines
 from ..pipeline.errors import APITimeoutError
 from ..pipeline.middleware import Handler, Middleware, Reply
 from ..pipeline.models import CompletionRequest, CompletionResponse, StreamChunk
@@ -21,7 +21,6 @@ __all__ = ["TimeoutMiddleware"]
 
 T = TypeVar("T")
 
-_monotonic = time.monotonic
 
 
 class _Expired(TimeoutError):
@@ -39,42 +38,6 @@ class _Deadline:
     def fire(self) -> None:
         self.fired = True
         self.task.cancel()
-
-
-class _SameDelayDeadlines:
-    """Deadlines that all lie one fixed ``delay`` after they are set, on one event loop.
-
-    Such deadlines expire in the order they were set, so one loop timer serves them all: arming is an
-    insertion into an ordered dict (task -> monotonic deadline) and disarming a deletion, where
-    ``loop.call_at`` per call would create, heap-push and cancel a timer handle (several times the cost,
-    and cancelled handles linger in the heap until they expire). ``fired`` holds the tasks this queue
-    cancelled whose call has not yet seen it.
-    """
-
-    __slots__ = ("delay", "entries", "fired", "loop", "timer")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float) -> None:
-        self.loop = loop
-        self.delay = delay
-        self.entries: dict[asyncio.Task[Any], float] = {}  # insertion order == expiry order
-        self.fired: set[asyncio.Task[Any]] = set()
-        self.timer: asyncio.TimerHandle | None = None
-
-    def start_timer(self, when: float) -> None:
-        self.timer = self.loop.call_later(max(0.0, when - _monotonic()), self._expire)
-
-    def _expire(self) -> None:
-        self.timer = None
-        entries = self.entries
-        now = _monotonic()
-        while entries:
-            task, when = next(iter(entries.items()))
-            if when > now:
-                self.start_timer(when)
-                return
-            del entries[task]
-            self.fired.add(task)
-            task.cancel()
 
 
 async def _watch(clock: Clock, delay: float, deadline: _Deadline) -> None:
@@ -224,11 +187,11 @@ class TimeoutMiddleware(Middleware):
         # None: the event loop's own timer (fast path); else the clock to sleep on.
         self._timer: Clock | None = None if isinstance(self.clock, SystemClock) else self.clock
         # Per event loop, the queue of complete() deadlines (the last loop used is cached).
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SameDelayDeadlines] = (
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SameDelayDeadlines] = (
             weakref.WeakKeyDictionary()
         )
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._deadlines: _SameDelayDeadlines | None = None
+        self._deadlines: SameDelayDeadlines | None = None
 
     async def __call__(self, request: CompletionRequest, ctx: CallContext) -> Reply:
         if ctx.streaming:
@@ -240,7 +203,7 @@ class TimeoutMiddleware(Middleware):
                 return await _bounded(self.next(request, ctx), self._timeout, self._timer)
             except _Expired as exc:
                 raise self._expired(ctx) from exc
-        # The system clock: one shared timer per loop for every call's deadline (see _SameDelayDeadlines).
+        # The system clock: one shared timer per loop for every call's deadline (see SameDelayDeadlines).
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - a coroutine driven outside any task
             return await self.next(request, ctx)
@@ -248,42 +211,30 @@ class TimeoutMiddleware(Middleware):
         deadlines = self._deadlines
         if self._loop is not loop or deadlines is None:
             deadlines = self._deadlines_for(loop)
-        entries = deadlines.entries
-        if task in entries:  # re-entered by the same task (a nested call): a timer of its own
+        cancelling = task.cancelling()
+        if not deadlines.arm(task):  # re-entered by the same task (a nested call): a timer of its own
             try:
                 return await _bounded(self.next(request, ctx), deadlines.delay, None)
             except _Expired as exc:
                 raise self._expired(ctx) from exc
-        cancelling = task.cancelling()
-        when = _monotonic() + deadlines.delay
-        entries[task] = when
-        if deadlines.timer is None:
-            deadlines.start_timer(when)
         try:
             return await self.next(request, ctx)
         except asyncio.CancelledError as exc:
-            fired = deadlines.fired
-            if task in fired:
-                fired.discard(task)  # handled here
-                if task.uncancel() <= cancelling:
-                    raise self._expired(ctx) from exc
+            if deadlines.caused(task, cancelling):
+                raise self._expired(ctx) from exc
             raise
         finally:
-            # Before any await, so it cannot fire once the work is done. If it fired but the work ended some
-            # other way, withdraw our cancel request.
-            if entries.pop(task, None) is None and task in deadlines.fired:
-                deadlines.fired.discard(task)
-                task.uncancel()
+            deadlines.disarm(task)  # before any await, so it cannot fire once the work is done
 
     def _expired(self, ctx: CallContext) -> APITimeoutError:
         return APITimeoutError(f"no reply within timeout={self._timeout}s", provider=ctx.provider)
 
-    def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> _SameDelayDeadlines:
+    def _deadlines_for(self, loop: asyncio.AbstractEventLoop) -> SameDelayDeadlines:
         """The deadline queue of this loop (a middleware may serve a sync caller's loop and yours)."""
         assert self._timeout is not None
         deadlines = self._by_loop.get(loop)
         if deadlines is None:
-            deadlines = self._by_loop[loop] = _SameDelayDeadlines(loop, self._timeout)
+            deadlines = self._by_loop[loop] = SameDelayDeadlines(loop, self._timeout)
         self._loop, self._deadlines = loop, deadlines
         return deadlines
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import httpx
 
+from ..pipeline.deadlines import SameDelayDeadlines
 from .httpx_objects import build_response, items_of
 
 __all__ = [
@@ -137,8 +139,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._keepalive = limits.keepalive_expiry
         self._verify = verify
         self._session: Any = None
-        self._timeouts: dict[tuple[Any, ...], Any] = {}
-        self._last_timeout: tuple[Any, Any] = (object(), None)
+        self._timings: dict[tuple[Any, ...], _Timing] = {}
+        self._last_timing: tuple[Any, _Timing] = (object(), _NO_TIMING)
+        self._deadlines: dict[float, SameDelayDeadlines] = {}
         self._targets: dict[int, tuple[httpx.URL, Any, bytes]] = {}
         # The str form aiohttp takes of each header item seen (the common headers and a fixed credential
         # recur on every call); bounded, so per-call values (a signature) stop being added once it is full.
@@ -158,21 +161,37 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         return self._session
 
-    def _timeout(self, t: Mapping[str, float | None] | None) -> Any:
-        if t is self._last_timeout[0]:  # a provider passes the same dict on every call
-            return self._last_timeout[1]
+    def _timing(self, t: Mapping[str, float | None] | None) -> _Timing:
+        """The aiohttp timeouts for an httpx timeout dict, made once per distinct value."""
+        if t is self._last_timing[0]:  # a provider passes the same dict on every call
+            return self._last_timing[1]
         key = (t.get("connect"), t.get("read"), t.get("pool")) if t else (None, None, None)
-        ct = self._timeouts.get(key)
-        if ct is None:
+        timing = self._timings.get(key)
+        if timing is None:
             import aiohttp
 
             connect, read, pool = key
-            ct = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool)
-            if len(self._timeouts) < 64:
-                self._timeouts[key] = ct
+            timing = _Timing(
+                aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read, connect=pool),
+                aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=None, connect=pool),
+                read,
+            )
+            if len(self._timings) < 64:
+                self._timings[key] = timing
         if t is not None:
-            self._last_timeout = (t, ct)
-        return ct
+            self._last_timing = (t, timing)
+        return timing
+
+    def _deadlines_for(self, read: float, task: asyncio.Task[Any]) -> SameDelayDeadlines | None:
+        """The shared deadline queue for answers bounded by ``read`` seconds on ``task``'s loop (``None``
+        past a few distinct values: those fall back to aiohttp's per-read timeout)."""
+        loop = task.get_loop()
+        deadlines = self._deadlines.get(read)
+        if deadlines is None:
+            if len(self._deadlines) >= 8:
+                return None
+            deadlines = self._deadlines[read] = SameDelayDeadlines(loop, read)
+        return deadlines if deadlines.loop is loop else None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         response = await self._send(request)
@@ -197,11 +216,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def _send(self, request: httpx.Request) -> Any:
         try:
-            return await self._start(request)
+            return await self._start(request, self._timing(request.extensions.get("timeout")).per_read)
         except BaseException as exc:
-            raise _mapped(exc) from exc
+            mapped = _mapped(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
-    def _start(self, request: httpx.Request) -> Awaitable[Any]:
+    def _start(self, request: httpx.Request, timeout: Any) -> Awaitable[Any]:
         """The ``aiohttp`` request for ``request``, not yet awaited (the caller maps its errors)."""
         session = self._session or self._open()
         data: Any
@@ -225,24 +247,55 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     known[item] = pair
             headers.append(pair)
         return session._request(  # type: ignore[no-any-return]
-            request.method, target, headers=headers, data=data,
-            allow_redirects=False, timeout=self._timeout(request.extensions.get("timeout")),
+            request.method, target, headers=headers, data=data, allow_redirects=False, timeout=timeout,
         )
 
     async def handle_buffered(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` and read the whole body: a read ``httpx.Response`` (decoded per its
-        ``Content-Encoding``), the connection already back in the pool. For answers that are not streamed."""
+        ``Content-Encoding``), the connection already back in the pool. For answers that are not streamed.
+
+        The ``read`` timeout bounds the whole wait for the answer, from handing the request over to the
+        last byte (``httpx.ReadTimeout``). Every such deadline of one value lies the same delay after it
+        is set, so they share one event-loop timer (:class:`SameDelayDeadlines`) instead of the timer
+        aiohttp would create, cancel and re-create on every network read: about a tenth of a small
+        call's client CPU. A streamed answer keeps the per-read timeout.
+        """
+        timing = self._timing(request.extensions.get("timeout"))
+        read = timing.read
+        task = asyncio.current_task() if read else None  # (0 or None: aiohttp's own meaning, no timeout)
+        deadlines = None
+        cancelling = 0
+        if task is not None:
+            assert read is not None
+            deadlines = self._deadlines_for(read, task)
+            cancelling = task.cancelling()
+            if deadlines is not None and not deadlines.arm(task):  # the task is in a buffered send here already
+                deadlines = None
         try:
-            response = await self._start(request)
+            try:
+                response = await self._start(request, timing.per_read if deadlines is None else timing.unread)
+                try:
+                    body = await response.read()
+                except (Exception, TimeoutError):
+                    response.close()
+                    raise
+                finally:
+                    response.release()
+            except asyncio.CancelledError as exc:
+                if deadlines is not None and task is not None and deadlines.caused(task, cancelling):
+                    what = f"no answer within the read timeout ({read} s)"
+                    expired = TimeoutError(what)  # as asyncio.timeout says it, for whoever maps the cause
+                    expired.__cause__ = exc
+                    raise httpx.ReadTimeout(what) from expired
+                raise
+            finally:
+                if deadlines is not None and task is not None:
+                    deadlines.disarm(task)
         except BaseException as exc:
-            raise _mapped(exc) from exc
-        try:
-            body = await response.read()
-        except (Exception, TimeoutError) as exc:
-            response.close()
-            raise _mapped(exc) from exc
-        finally:
-            response.release()
+            mapped = _mapped(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
         if "content-encoding" in response.headers:
             out = build_response(response.status, response.raw_headers, request, _extensions(response),
                                  stream=httpx.ByteStream(body))
@@ -254,12 +307,25 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
+        for deadlines in self._deadlines.values():
+            deadlines.close()
         session, self._session = self._session, None
         if session is not None:
             await session.close()
 
 
 _DERIVED = frozenset({b"content-length", b"transfer-encoding"})
+
+
+class _Timing(NamedTuple):
+    """The aiohttp timeouts for one httpx timeout value."""
+
+    per_read: Any  # ClientTimeout with sock_read: for streams, and where no shared deadline applies
+    unread: Any  # the same without sock_read: the buffered send bounds the whole wait itself
+    read: float | None
+
+
+_NO_TIMING = _Timing(None, None, None)
 _HTTP11 = b"HTTP/1.1"
 
 

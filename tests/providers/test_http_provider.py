@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import time
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -768,3 +769,48 @@ async def test_aiohttp_transport_sends_the_requests_headers_once_each() -> None:
         assert fields["content-length"] == str(len(body)) and fields["x-custom"] == "v"
     assert dict(third)["host"] == "api.internal.example"  # a Host other than the URL's is sent as given
     assert [k for k, _ in third].count("host") == 1
+
+
+async def test_aiohttp_transport_bounds_plain_answers_on_one_shared_timer(fake_server: FakeLLMServer) -> None:
+    transport = AiohttpTransport()
+    timeouts = {"connect": 1.0, "read": 0.3, "pool": 1.0}  # one dict, as a provider passes it
+
+    def chat() -> httpx.Request:
+        return httpx.Request("POST", fake_server.url + "/api/chat", extensions={"timeout": timeouts}, json={
+            "model": "llama3.1", "messages": [{"role": "user", "content": "x"}], "stream": False})
+
+    try:
+        async with asyncio.timeout(10):
+            # Ten answers in flight within the limit: ten deadlines, one loop timer.
+            fake_server.enqueue(Fault.latency(0.1), times=10)
+            calls = [asyncio.create_task(transport.handle_buffered(chat())) for _ in range(10)]
+            await asyncio.sleep(0.05)
+            deadlines = transport._deadlines[0.3]
+            assert len(deadlines.entries) == 10 and deadlines.timer is not None
+            assert all(r.status_code == 200 for r in await asyncio.gather(*calls))
+            assert not deadlines.entries
+
+            # An answer slower than the read timeout: ReadTimeout after about 0.3 s, its connection closed.
+            fake_server.enqueue(Fault.latency(2.0))
+            started = time.monotonic()
+            with pytest.raises(httpx.ReadTimeout, match=r"0\.3 s") as info:
+                await transport.handle_buffered(chat())
+            assert 0.25 <= time.monotonic() - started < 1.5
+            assert isinstance(info.value.__cause__, TimeoutError)  # what HTTPProvider maps to APITimeoutError
+
+            # The caller's cancellation stays a cancellation; a shorter outer timeout stays the caller's.
+            fake_server.enqueue(Fault.latency(2.0), times=2)
+            call = asyncio.create_task(transport.handle_buffered(chat()))
+            await asyncio.sleep(0.05)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            with pytest.raises(TimeoutError) as outer:
+                async with asyncio.timeout(0.1):
+                    await transport.handle_buffered(chat())
+            assert not isinstance(outer.value, httpx.ReadTimeout)
+            assert not deadlines.entries and not deadlines.fired
+    finally:
+        await transport.aclose()
+    assert deadlines.timer is None
+    assert await fake_server.wait_for_open_connections(0, within=2.0) == 0
