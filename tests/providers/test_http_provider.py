@@ -756,7 +756,7 @@ async def _capture_heads(requests: list[httpx.Request]) -> list[list[tuple[str, 
 async def test_aiohttp_transport_sends_the_requests_headers_once_each() -> None:
     body = b'{"a": 1}'
     plain = httpx.Request("POST", "http://127.0.0.1:1/v1/x", content=body,
-                          headers={"authorization": "Bearer one", "x-custom": "v"})
+                          headers={"authorization": "Bearer one", "x-custom": "v", "user-agent": "mine/1"})
     rotated = httpx.Request("POST", "http://127.0.0.1:1/v1/x", content=body,
                             headers={"authorization": "Bearer two", "x-custom": "v"})
     vhost = httpx.Request("GET", "http://127.0.0.1:1/v1/models", headers={"host": "api.internal.example"})
@@ -767,6 +767,8 @@ async def test_aiohttp_transport_sends_the_requests_headers_once_each() -> None:
         fields = dict(head)
         assert fields["host"].startswith("127.0.0.1:") and fields["authorization"] == auth
         assert fields["content-length"] == str(len(body)) and fields["x-custom"] == "v"
+    assert dict(first)["user-agent"] == "mine/1"
+    assert "user-agent" not in dict(second)  # none of its own: none added (as over httpx's transport)
     assert dict(third)["host"] == "api.internal.example"  # a Host other than the URL's is sent as given
     assert [k for k, _ in third].count("host") == 1
 
