@@ -40,7 +40,8 @@ _AIOHTTP: bool | None = None
 
 
 def aiohttp_available() -> bool:
-    """Whether the aiohttp-backed transport can be used (``pip install axonflow-llm[aiohttp]``)."""
+    """Whether the aiohttp-backed transport can be used (aiohttp is a dependency; an install that left it
+    out gets httpx's own pool)."""
     global _AIOHTTP
     if _AIOHTTP is None:
         _AIOHTTP = importlib.util.find_spec("aiohttp") is not None
@@ -81,7 +82,7 @@ def default_transport(
         raise ValueError(f"transport must be 'auto', 'aiohttp' or 'httpx', got {transport!r}")
     if transport == "aiohttp" or (transport == "auto" and aiohttp_available() and not _env_proxies()):
         if not aiohttp_available():
-            raise ValueError("transport='aiohttp' needs aiohttp: pip install 'axonflow-llm[aiohttp]'")
+            raise ValueError("transport='aiohttp' needs aiohttp, which is not installed: pip install aiohttp")
         return AiohttpTransport(limits=limits)
     return httpx.AsyncHTTPTransport(limits=limits)
 
@@ -126,12 +127,16 @@ def default_http_client(
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An ``httpx`` transport on one pooled ``aiohttp.ClientSession``: httpx's API, aiohttp's speed.
 
-    Leaner than ``httpx_aiohttp``'s: timeouts are cached per value, the body is streamed with
-    ``iter_any`` (each network read as it arrives, which is what SSE wants), and every aiohttp error is
-    mapped to the httpx exception of the same meaning (a dropped connection is ``RemoteProtocolError``,
-    not a timeout). The session is opened lazily, on the event loop of the first request, and closed by
-    ``aclose()``. ``limits.max_connections`` bounds the pool; ``keepalive_expiry`` how long an idle
-    connection is kept. Cookies are not stored (API calls do not need them).
+    Leaner than ``httpx_aiohttp``'s: timeouts, URLs and header strings are converted once per distinct
+    value, the body is streamed with ``iter_any`` (each network read as it arrives, which is what SSE
+    wants), a non-streamed answer (:meth:`handle_buffered`) is bounded by one shared deadline timer instead
+    of a timer per network read, and every aiohttp error is mapped to the httpx exception of the same
+    meaning (a dropped connection is ``RemoteProtocolError``, not a timeout). The request's headers are
+    sent as they are: aiohttp adds no User-Agent of its own (it still adds ``Accept``/``Accept-Encoding``
+    where absent, and decodes nothing: httpx does). The session is opened lazily, on the event loop of
+    the first request, and closed by ``aclose()``. ``limits.max_connections`` bounds the pool;
+    ``keepalive_expiry`` how long an idle connection is kept. Cookies are not stored (API calls do not
+    need them).
     """
 
     def __init__(self, *, limits: httpx.Limits = DEFAULT_LIMITS, verify: bool | Any = True) -> None:
@@ -210,7 +215,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         import yarl
 
         target = yarl.URL(str(url), encoded=True)  # httpx has already percent-encoded it
-        host = (target.host_port_subcomponent or "").encode("latin-1")
+        # The Host aiohttp derives (b"" with a yarl too old to say: Host is then always passed on).
+        host = (getattr(target, "host_port_subcomponent", None) or "").encode("latin-1")
         if len(self._targets) < 256:
             self._targets[id(url)] = (url, target, host)
         return target, host
