@@ -93,6 +93,7 @@ class AnthropicProvider(HTTPProvider):
         key = api_key or os.environ.get(API_KEY_ENV)
         if not key:
             raise ValueError(f"{name}: Anthropic needs an API key: pass api_key= or set the {API_KEY_ENV} variable")
+        settings = self.checked_settings(name, settings)
         headers = {"anthropic-version": ANTHROPIC_VERSION, **self.settings_headers(name, settings)}
         model = model or DEFAULT_ANTHROPIC_MODEL
         super().__init__(

@@ -57,6 +57,9 @@ class AzureOpenAIProvider(OpenAIProvider):
     """
 
     provider_type = ProviderType.AZURE_OPENAI
+    settings_keys = OpenAIProvider.settings_keys | {
+        "deployment", "api_version", "resource", "azure_ad_token", "azure_ad_token_provider",
+    }
 
     def __init__(
         self,
@@ -73,7 +76,7 @@ class AzureOpenAIProvider(OpenAIProvider):
         settings: Mapping[str, Any] | None = None,
         prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
-        settings = dict(settings or {})
+        settings = self.checked_settings(name, settings)
         resource = settings.get("resource")
         endpoint = (
             endpoint

@@ -98,6 +98,10 @@ class BedrockProvider(HTTPProvider):
     """
 
     provider_type = ProviderType.BEDROCK
+    settings_keys = frozenset({
+        "headers", "profile", "region", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
+        "additional_model_request_fields", "health_check", "control_endpoint",
+    })
 
     def __init__(
         self,
@@ -115,8 +119,8 @@ class BedrockProvider(HTTPProvider):
         settings: Mapping[str, Any] | None = None,
         prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
+        settings = self.checked_settings(name, settings)
         botocore = import_botocore(name)
-        settings = settings or {}
         profile = settings.get("profile")
         access_key = settings.get("aws_access_key_id")
         secret_key = settings.get("aws_secret_access_key")

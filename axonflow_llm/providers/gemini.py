@@ -86,6 +86,7 @@ class GeminiProvider(HTTPProvider):
         settings: Mapping[str, Any] | None = None,
         prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
+        settings = self.checked_settings(name, settings)
         key = api_key or os.environ.get(API_KEY_ENVS[0]) or os.environ.get(API_KEY_ENVS[1])
         if not key:
             raise ValueError(

@@ -191,7 +191,8 @@ class HTTPProvider(BaseProvider):
     Stable API for subclasses: ``provider_type``, ``fallback_output_tokens``, ``url()``,
     ``json_request()``, ``decode()``, ``malformed()``, ``request_id()``, ``sse_events()``,
     ``ndjson_lines()``, ``stream_error()``, ``error_from_response()``, ``prepare_auth()``, ``probe()``,
-    ``health_result()``, ``settings_headers()``, ``default_max_tokens``, ``prices``, ``client``,
+    ``health_result()``, ``settings_keys``, ``checked_settings()``, ``settings_headers()``,
+    ``default_max_tokens``, ``prices``, ``client``,
     ``from_config()``, ``resolve_pipeline()``.
     """
 
@@ -199,6 +200,8 @@ class HTTPProvider(BaseProvider):
     #: Output tokens a cost estimate assumes when neither the request nor the provider sets ``max_tokens``
     #: (a provider that always sends a limit, as Anthropic must, sets it to that limit).
     fallback_output_tokens: ClassVar[int] = 1024
+    #: The ``settings`` keys the constructor reads (:meth:`checked_settings` refuses any other).
+    settings_keys: ClassVar[frozenset[str]] = frozenset({"headers"})
 
     def __init__(
         self,
@@ -327,6 +330,29 @@ class HTTPProvider(BaseProvider):
         )
         return result
 
+    @classmethod
+    def checked_settings(cls, name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``settings`` as a new dict; ``TypeError`` if it is not a mapping, ``ValueError`` naming every key
+        that :attr:`settings_keys` does not list (a misspelt key would otherwise be silently ignored)."""
+        if settings is None:
+            return {}
+        if not isinstance(settings, Mapping):
+            raise TypeError(f"{name}: settings must be a mapping of option names to values, "
+                            f"got {type_name(settings)}")
+        unknown = sorted(str(k) for k in settings if k not in cls.settings_keys)
+        if unknown:
+            middleware = [k for k in unknown if k in _MIDDLEWARE_SETTINGS]
+            hint = (
+                f"; {', '.join(middleware)} configure the pipeline, which a configuration file builds: in "
+                "code pass pipeline=default_pipeline(...) or a Pipeline of your own"
+                if middleware else ""
+            )
+            raise ValueError(
+                f"{name}: {cls.__name__} does not read settings {', '.join(map(repr, unknown))}; it reads "
+                f"{', '.join(map(repr, sorted(cls.settings_keys)))}{hint}"
+            )
+        return dict(settings)
+
     @staticmethod
     def settings_headers(name: str, settings: Mapping[str, Any] | None) -> dict[str, str]:
         """``settings["headers"]`` as a dict of lower-cased names to str values (``{}`` if absent);
@@ -393,8 +419,8 @@ class HTTPProvider(BaseProvider):
                 else:
                     refused.append(field)
         settings = dict(config.settings)
-        if "settings" in takes:
-            kwargs["settings"] = settings
+        if "settings" in takes:  # the middleware settings are the registry's: it builds the pipeline
+            kwargs["settings"] = {k: v for k, v in settings.items() if k not in _MIDDLEWARE_SETTINGS}
         else:
             for key in settings:
                 if key == "headers" and "headers" in takes:

@@ -146,6 +146,7 @@ class OllamaProvider(HTTPProvider):
     """
 
     provider_type = ProviderType.OLLAMA
+    settings_keys = frozenset({"headers", "options", "keep_alive"})
 
     def __init__(
         self,
@@ -162,7 +163,7 @@ class OllamaProvider(HTTPProvider):
         settings: Mapping[str, Any] | None = None,
         prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
-        settings = dict(settings or {})
+        settings = self.checked_settings(name, settings)
         extra = settings.get("options") or {}
         if not isinstance(extra, Mapping):
             raise TypeError(f"{name}: settings['options'] must be a dict of Ollama options, got {type(extra).__name__}")

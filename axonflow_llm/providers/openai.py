@@ -147,6 +147,7 @@ class OpenAIProvider(HTTPProvider):
     """
 
     provider_type = ProviderType.OPENAI
+    settings_keys = frozenset({"headers", "organization", "project", "max_tokens_field", "stream_usage"})
     #: The API documents ``max_tokens`` as deprecated in favour of ``max_completion_tokens``, which every
     #: current chat model accepts and which o-series and GPT-5 models *require* (they reject
     #: ``max_tokens``). So the limit is sent as ``max_completion_tokens``.
@@ -169,7 +170,7 @@ class OpenAIProvider(HTTPProvider):
         settings: Mapping[str, Any] | None = None,
         prices: PriceTable | Mapping[str, ModelPrice] | None = None,
     ) -> None:
-        settings = dict(settings or {})
+        settings = self.checked_settings(name, settings)
         self._configure_fields(settings)
         super().__init__(
             name=name,
