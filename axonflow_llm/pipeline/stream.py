@@ -30,9 +30,9 @@ class ChunkStream(Protocol):
 class StreamEnd(enum.Enum):
     """How a stream ended."""
 
-    COMPLETED = "completed"  #: exhausted: the provider sent its end marker
+    COMPLETED = "completed"  #: the provider sent its end marker: exhausted, or closed after the ``done`` chunk
     FAILED = "failed"  #: an exception came out of it
-    CLOSED = "closed"  #: the caller closed it before the end (``aclose()``, leaving ``async with``)
+    CLOSED = "closed"  #: the caller closed it before the ``done`` chunk (``aclose()``, leaving ``async with``)
     CANCELLED = "cancelled"  #: the task reading it was cancelled
 
 
@@ -67,7 +67,7 @@ class ObservedStream:
     Use :func:`observe_stream` to make one.
     """
 
-    __slots__ = ("_chunks", "_ended", "_finish", "_inner", "_on_chunk", "_on_end", "_usage")
+    __slots__ = ("_chunks", "_done", "_ended", "_finish", "_inner", "_on_chunk", "_on_end", "_usage")
 
     def __init__(
         self,
@@ -81,6 +81,7 @@ class ObservedStream:
         self._chunks = 0
         self._usage: UsageStats | None = None
         self._finish: FinishReason | None = None
+        self._done = False
         self._ended = False
 
     def __aiter__(self) -> ObservedStream:
@@ -105,6 +106,8 @@ class ObservedStream:
             self._usage = chunk.usage
         if chunk.finish_reason is not None:
             self._finish = chunk.finish_reason
+        if chunk.done:
+            self._done = True
         if self._on_chunk is not None:
             self._on_chunk(chunk)
         return chunk
@@ -112,7 +115,8 @@ class ObservedStream:
     async def aclose(self) -> None:
         if self._ended:
             return
-        await self._close_inner_then_end(StreamEnd.CLOSED, None)
+        # Closed after the final (done) chunk: the caller has the whole answer, so the call completed.
+        await self._close_inner_then_end(StreamEnd.COMPLETED if self._done else StreamEnd.CLOSED, None)
 
     async def _close_inner_then_end(self, end: StreamEnd, error: BaseException | None, quiet: bool = False) -> None:
         """Close the inner stream, then finalise. ``quiet``: the stream already failed, and that error (not

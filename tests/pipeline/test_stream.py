@@ -88,6 +88,18 @@ async def test_closed_early_by_the_caller_finalises_each_once() -> None:
     assert handler.streams[0].closed
 
 
+async def test_closed_after_the_done_chunk_counts_as_completed() -> None:
+    usage = UsageStats(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    provider, handler, ends = make(stream("a", usage=usage))
+    async with provider.stream(REQ) as s:
+        async for chunk in s:
+            if chunk.done:
+                break  # the whole answer is in: closing now is not cutting it short
+    assert_each_once(ends, StreamEnd.COMPLETED)
+    assert all(o.usage == usage for _, o in ends)
+    assert handler.streams[0].closed
+
+
 async def test_cancelled_reader_finalises_each_once() -> None:
     gate = asyncio.Event()
 
