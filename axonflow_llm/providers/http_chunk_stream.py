@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = ["HTTPChunkStream"]
 
-#: How long to keep reading after the end marker so the connection goes back to the pool warm.
-_DRAIN_SECONDS = 2.0
+#: How long to keep reading after the end marker so the connection goes back to the pool warm. The tail
+#: (the chunked body's terminator) normally follows the marker at once; a proxy that holds the body open
+#: delays the last chunk by at most this, and its connection is closed instead of pooled.
+_DRAIN_SECONDS = 0.25
 
 
 class HTTPChunkStream:

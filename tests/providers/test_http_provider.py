@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import re
 import time
@@ -816,3 +817,42 @@ async def test_aiohttp_transport_bounds_plain_answers_on_one_shared_timer(fake_s
         await transport.aclose()
     assert deadlines.timer is None
     assert await fake_server.wait_for_open_connections(0, within=2.0) == 0
+
+
+async def test_a_body_held_open_after_the_end_marker_delays_the_last_chunk_only_briefly() -> None:
+    from axonflow_llm.providers.openai import OpenAIProvider
+
+    events = (b'data: {"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
+              b'data: {"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+              b"data: [DONE]\n\n")
+    connections: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line)
+        await reader.readexactly(int(fields[b"content-length"]))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n" % len(events) + events + b"\r\n")
+        await writer.drain()
+        await asyncio.sleep(1.5)  # a proxy holding the body open after the end marker
+        writer.write(b"0\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    p = OpenAIProvider(api_key="sk-test", endpoint=f"http://127.0.0.1:{port}/v1", pipeline=Pipeline())
+    try:
+        async with asyncio.timeout(10):
+            started = time.monotonic()
+            chunks = [c async for c in p.stream(REQ)]
+            elapsed = time.monotonic() - started
+    finally:
+        await p.aclose()
+        server.close()
+        for w in connections:
+            w.close()
+    assert "".join(c.content for c in chunks) == "hi" and chunks[-1].done
+    assert elapsed < 1.0  # bounded by the short drain, not by the 1.5 s the body stayed open
