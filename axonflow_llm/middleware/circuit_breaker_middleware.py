@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from axonflow_llm.pipeline.clock import Clock
 from axonflow_llm.pipeline.context import CallContext
-from axonflow_llm.pipeline.errors import CircuitOpenError, is_health_failure
+from axonflow_llm.pipeline.errors import CircuitOpenError, is_health_failure, redact
 from axonflow_llm.pipeline.middleware import Handler, Middleware, Reply
 from axonflow_llm.pipeline.models import CompletionRequest, CompletionResponse
 from axonflow_llm.pipeline.stream import StreamEnd, StreamOutcome, observe_stream
@@ -17,6 +17,7 @@ from .circuit_breaker import CircuitBreaker, Permit
 __all__ = ["CircuitBreakerMiddleware", "default_is_failure"]
 
 _log = logging.getLogger(__name__)
+_DETAIL = 200  # characters of the last failure's message kept for the open-circuit error
 
 
 #: Whether an error counts against the breaker: :func:`axonflow_llm.pipeline.errors.is_health_failure`
@@ -36,10 +37,12 @@ class CircuitBreakerMiddleware(Middleware):
       never left stuck.
 
     A stream is judged when it ends: exhausted = success, failed = judged by its error, closed early or
-    cancelled = no verdict. Sits inside the retry middleware, so each attempt is counted.
+    cancelled = no verdict. Sits inside the retry middleware, so each attempt is counted. The
+    :class:`CircuitOpenError` names the last failure this middleware counted (its type and message, which
+    carry no credentials), so a caller who only sees the open circuit still learns what went wrong.
     """
 
-    __slots__ = ("_breaker", "_is_failure")
+    __slots__ = ("_breaker", "_is_failure", "_last_failure")
 
     def __init__(
         self,
@@ -67,6 +70,7 @@ class CircuitBreakerMiddleware(Middleware):
             )
         self._breaker = breaker
         self._is_failure = default_is_failure if is_failure is None else is_failure
+        self._last_failure: str | None = None  # "Type: message" of the last failure counted
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -106,6 +110,7 @@ class CircuitBreakerMiddleware(Middleware):
             _log.warning("a breaker's is_failure predicate raised; the call is not counted", exc_info=True)
             failed = False
         if failed:
+            self._last_failure = f"{type(exc).__name__}: {redact(str(exc))[:_DETAIL]}"
             self._breaker.failure(permit)
         else:
             self._breaker.release(permit)
@@ -119,8 +124,9 @@ class CircuitBreakerMiddleware(Middleware):
             )
         else:
             why = "is half-open and its probe calls are still running; try again shortly"
+        last = f" (last failure: {self._last_failure})" if self._last_failure else ""
         return CircuitOpenError(
-            f"{ctx.provider}: the circuit breaker {why}", retry_after=wait, provider=ctx.provider
+            f"{ctx.provider}: the circuit breaker {why}{last}", retry_after=wait, provider=ctx.provider
         )
 
     def __repr__(self) -> str:

@@ -66,6 +66,18 @@ async def test_it_fails_fast_while_open_naming_the_provider_and_when_to_come_bac
     assert str(info.value).startswith("acme: the circuit breaker is open") and "25s" in str(info.value)
 
 
+async def test_the_open_error_names_the_last_failure_without_secrets() -> None:
+    clock = FakeClock()
+    leaked = ServerError("upstream said: bad key sk-proj-abcdefghijklmnopqrstuvwxyz0123", status_code=502)
+    handler = ScriptedHandler(server_error(), leaked, clock=clock)
+    mw = CircuitBreakerMiddleware(handler, breaker=CircuitBreaker(2, 30.0, clock=clock))
+    for _ in range(2):
+        with pytest.raises(ServerError):
+            await mw(REQUEST, ctx())
+    with pytest.raises(CircuitOpenError, match=r"\(last failure: ServerError: .*upstream said: bad key \*\*\*\)"):
+        await mw(REQUEST, ctx())
+
+
 @pytest.mark.parametrize(
     "error",
     [
