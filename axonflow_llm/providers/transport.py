@@ -148,8 +148,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._last_timing: tuple[Any, _Timing] = (object(), _NO_TIMING)
         self._deadlines: dict[float, SameDelayDeadlines] = {}
         self._targets: dict[int, tuple[httpx.URL, Any, bytes]] = {}
-        # The str form aiohttp takes of each header item seen (the common headers and a fixed credential
-        # recur on every call); bounded, so per-call values (a signature) stop being added once it is full.
+        # The str form aiohttp takes of each header item seen (the common headers recur on every call);
+        # bounded. Credentials and per-request signing headers are never kept (see _UNCACHED).
         self._header_strs: dict[tuple[bytes, bytes, bytes], tuple[str, str]] = {}
         self._closed = False
 
@@ -252,7 +252,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             pair = known.get(item)
             if pair is None:
                 pair = (item[0].decode("latin-1"), item[2].decode("latin-1"))
-                if len(known) < 256:
+                if len(known) < 256 and key not in _UNCACHED:
                     known[item] = pair
             headers.append(pair)
         # Without a User-Agent of its own the request goes without one, as over httpx's own transport.
@@ -339,6 +339,11 @@ class _Timing(NamedTuple):
 _NO_TIMING = _Timing(None, None, None)
 _HTTP11 = b"HTTP/1.1"
 _NO_AGENT = ("User-Agent",)
+#: Headers whose values are secrets (an expired token is not kept alive here) or change on every request.
+_UNCACHED = frozenset({
+    b"authorization", b"proxy-authorization", b"x-api-key", b"api-key", b"x-goog-api-key",
+    b"x-amz-security-token", b"x-amz-date", b"x-amz-content-sha256", b"content-length",
+})
 
 
 def _extensions(response: Any) -> dict[str, Any]:

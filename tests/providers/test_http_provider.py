@@ -856,3 +856,16 @@ async def test_a_body_held_open_after_the_end_marker_delays_the_last_chunk_only_
             w.close()
     assert "".join(c.content for c in chunks) == "hi" and chunks[-1].done
     assert elapsed < 1.0  # bounded by the short drain, not by the 1.5 s the body stayed open
+
+
+async def test_aiohttp_transport_keeps_no_credential_in_its_header_cache() -> None:
+    transport = AiohttpTransport()
+    try:
+        request = httpx.Request("POST", "http://127.0.0.1:1/v1/x", content=b"{}", headers={
+            "authorization": "Bearer sk-secret-token", "x-api-key": "k-secret", "accept": "application/json"})
+        transport._start(request, None).close()  # (built, never sent)
+        cached = {key for _, key, _ in transport._header_strs}
+        assert b"accept" in cached
+        assert not cached & {b"authorization", b"x-api-key", b"content-length"}
+    finally:
+        await transport.aclose()
