@@ -19,7 +19,6 @@ from axonflow_llm.pipeline.errors import (
     AuthenticationError,
     AxonFlowError,
     BadRequestError,
-    ConfigError,
     MalformedResponseError,
     OverloadedError,
     RateLimitError,
@@ -44,6 +43,7 @@ from axonflow_llm.pipeline.provider import BaseProvider
 
 from .http_chunk_stream import HTTPChunkStream
 from .httpx_objects import HeaderItem, build_request, header_items, items_of
+from .provider_settings import check_settings, from_config_kwargs, settings_headers
 from .transport import AiohttpTransport, default_timeout, default_transport, transport_errors, user_agent
 from .wire import (
     _EXCERPT,
@@ -66,35 +66,8 @@ P = TypeVar("P", bound="HTTPProvider")
 
 #: Health checks are cheap calls; they must not take the 600 s an LLM answer may.
 HEALTH_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-_CONFIG_FIELDS = ("endpoint", "model", "region", "max_tokens", "timeout")
-_MIDDLEWARE_SETTINGS = frozenset({"rate_limit", "retry", "circuit_breaker", "timeouts", "pricing"})
 _NO_CONTENT: HeaderItem = (b"content-length", b"content-length", b"0")
 _FIXED = object()  # marks "the provider's auth needs preparing" (no auth object is this one)
-
-
-def _init_keywords(cls: type) -> frozenset[str]:
-    """The keyword arguments ``cls(...)`` takes: its ``__init__``'s, and, while an ``__init__`` passes
-    ``**kwargs`` on, those of the next one up the MRO."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        try:
-            params = inspect.signature(init).parameters.values()
-        except (TypeError, ValueError):  # pragma: no cover - a C-level __init__
-            break
-        forwards = False
-        for p in params:
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
-                names.add(p.name)
-            elif p.kind is p.VAR_KEYWORD:
-                forwards = True
-        if not forwards:
-            break
-    names.discard("self")
-    return frozenset(names)
-
 
 
 def _needs_prepare(auth: Any) -> bool:
@@ -117,19 +90,6 @@ def _price_table(prices: Any) -> PriceTable | None:
             raise
         return None
     return as_price_table(prices)
-
-
-def _config_prices(config: ProviderConfig) -> dict[str, ModelPrice]:
-    """``config.settings["pricing"]`` (Structs from a file, or plain mappings) as ``{model: ModelPrice}``;
-    ``ConfigError`` naming the field if it is not valid."""
-    from axonflow_llm.config.schema import MiddlewareSettings
-    from axonflow_llm.middleware.pricing import ModelPrice
-
-    pricing = MiddlewareSettings.of(config).pricing
-    return {
-        model: ModelPrice(input_per_1m=p.input_per_1m, output_per_1m=p.output_per_1m)
-        for model, p in pricing.items()
-    }
 
 
 class HTTPProvider(BaseProvider):
@@ -334,39 +294,14 @@ class HTTPProvider(BaseProvider):
     def checked_settings(cls, name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
         """``settings`` as a new dict; ``TypeError`` if it is not a mapping, ``ValueError`` naming every key
         that :attr:`settings_keys` does not list (a misspelt key would otherwise be silently ignored)."""
-        if settings is None:
-            return {}
-        if not isinstance(settings, Mapping):
-            raise TypeError(f"{name}: settings must be a mapping of option names to values, "
-                            f"got {type_name(settings)}")
-        unknown = sorted(str(k) for k in settings if k not in cls.settings_keys)
-        if unknown:
-            middleware = [k for k in unknown if k in _MIDDLEWARE_SETTINGS]
-            hint = (
-                f"; {', '.join(middleware)} configure the pipeline, which a configuration file builds: in "
-                "code pass pipeline=default_pipeline(...) or a Pipeline of your own"
-                if middleware else ""
-            )
-            raise ValueError(
-                f"{name}: {cls.__name__} does not read settings {', '.join(map(repr, unknown))}; it reads "
-                f"{', '.join(map(repr, sorted(cls.settings_keys)))}{hint}"
-            )
-        return dict(settings)
+        return check_settings(cls, name, settings)
 
     @staticmethod
     def settings_headers(name: str, settings: Mapping[str, Any] | None) -> dict[str, str]:
         """``settings["headers"]`` as a dict of lower-cased names to str values (``{}`` if absent);
         ``TypeError`` if it is not a mapping. The constructor then refuses credential and framing
         headers (see the class docstring)."""
-        extra = settings.get("headers") if settings else None
-        if extra is None:
-            return {}
-        if not isinstance(extra, Mapping):
-            raise TypeError(
-                f"{name}: settings['headers'] must be a mapping of header names to values, "
-                f"got {type_name(extra)}"
-            )
-        return {str(k).lower(): str(v) for k, v in extra.items()}
+        return settings_headers(name, settings)
 
     @classmethod
     def from_config(
@@ -395,46 +330,7 @@ class HTTPProvider(BaseProvider):
         - anything else that is set raises ``ConfigError`` naming it: accept the keyword, or override
           ``from_config``.
         """
-        takes = _init_keywords(cls)
-        where = f"provider {config.name!r} ({cls.__name__})"
-        kwargs: dict[str, Any] = {"name": config.name, "http_client": http_client, "pipeline": pipeline,
-                                  "clock": clock}
-        if "type" in takes:
-            kwargs["type"] = config.type
-        refused: list[str] = []
-        if config.api_key:
-            if "api_key" in takes:
-                kwargs["api_key"] = config.api_key
-            elif "auth" in takes:
-                from .auth import APIKeyAuth
-
-                kwargs["auth"] = APIKeyAuth(config.api_key)
-            else:
-                refused.append("api_key")
-        for field in _CONFIG_FIELDS:
-            value = getattr(config, field)
-            if value is not None:
-                if field in takes:
-                    kwargs[field] = value
-                else:
-                    refused.append(field)
-        settings = dict(config.settings)
-        if "settings" in takes:  # the middleware settings are the registry's: it builds the pipeline
-            kwargs["settings"] = {k: v for k, v in settings.items() if k not in _MIDDLEWARE_SETTINGS}
-        else:
-            for key in settings:
-                if key == "headers" and "headers" in takes:
-                    kwargs["headers"] = cls.settings_headers(config.name, settings)
-                elif key not in _MIDDLEWARE_SETTINGS:
-                    refused.append(f"settings[{key!r}]")
-        if "pricing" in settings and "prices" in takes:
-            kwargs["prices"] = _config_prices(config)
-        if refused:
-            raise ConfigError(
-                f"{where}: the configuration sets {', '.join(refused)}, which {cls.__name__}() does not "
-                "take; accept the keyword in its constructor, or override from_config()"
-            )
-        return cls(**kwargs)
+        return cls(**from_config_kwargs(cls, config, http_client=http_client, pipeline=pipeline, clock=clock))
 
     # -- the subclass's part ----------------------------------------------------------------------------
 
