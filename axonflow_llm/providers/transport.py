@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, NoReturn
 
 import httpx
 
@@ -225,10 +225,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             return await self._start(request, self._timing(request.extensions.get("timeout")).per_read)
         except BaseException as exc:
-            mapped = _mapped(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_mapped(exc)
 
     def _start(self, request: httpx.Request, timeout: Any) -> Awaitable[Any]:
         """The ``aiohttp`` request for ``request``, not yet awaited (the caller maps its errors)."""
@@ -303,10 +300,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 if deadlines is not None and task is not None:
                     deadlines.disarm(task)
         except BaseException as exc:
-            mapped = _mapped(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc
+            _raise_mapped(exc)
         if "content-encoding" in response.headers:
             out = build_response(response.status, response.raw_headers, request, _extensions(response),
                                  stream=httpx.ByteStream(body))
@@ -362,11 +356,19 @@ class _AiohttpBody(httpx.AsyncByteStream):
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except (TimeoutError, Exception) as exc:
-            raise _mapped(exc) from exc
+            _raise_mapped(exc)
 
     async def aclose(self) -> None:
         # Back to the pool if the body was read to the end; otherwise the connection is closed.
         self._response.release()
+
+
+def _raise_mapped(exc: BaseException) -> NoReturn:
+    """Raise the httpx exception for ``exc`` (caused by it), or ``exc`` itself if it needs no mapping."""
+    mapped = _mapped(exc)
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def _mapped(exc: BaseException) -> BaseException:
