@@ -265,8 +265,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         The ``read`` timeout bounds the whole wait for the answer, from handing the request over to the
         last byte (``httpx.ReadTimeout``). Every such deadline of one value lies the same delay after it
         is set, so they share one event-loop timer (:class:`SameDelayDeadlines`) instead of the timer
-        aiohttp would create, cancel and re-create on every network read: about a tenth of a small
-        call's client CPU. A streamed answer keeps the per-read timeout.
+        aiohttp would create, cancel and re-create on every network read: about 7 % of a small
+        call's client instructions. A streamed answer keeps the per-read timeout.
         """
         timing = self._timing(request.extensions.get("timeout"))
         read = timing.read
